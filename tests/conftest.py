@@ -23,3 +23,20 @@ def parity_dir() -> pathlib.Path:
   if not (PARITY_DIR / "mcc_parity_fixture.npz").exists():
     pytest.skip(f"parity fixture not found at {PARITY_DIR} (it lives in ../shared/reference/parity)")
   return PARITY_DIR
+
+
+# Parity errors measured by the tests, printed as one table at the end of the run.
+PARITY_REPORT: list[tuple[str, float, float]] = []
+
+
+def report_parity(name: str, error: float, bound: float) -> None:
+  PARITY_REPORT.append((name, error, bound))
+
+
+def pytest_terminal_summary(terminalreporter):
+  if not PARITY_REPORT:
+    return
+  terminalreporter.section("parity against the official PyTorch fixture (relative error, bound)")
+  for name, error, bound in PARITY_REPORT:
+    flag = "ok" if error <= bound else "FAIL"
+    terminalreporter.write_line(f"{name:60s} {error:10.3e}  <= {bound:.0e}  {flag}")

@@ -9,13 +9,28 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+
+def uniform(rngs: nnx.Rngs, shape: Sequence[int], low: float, high: float, dtype) -> jnp.ndarray:
+  """U(low, high) from the next `params` key.
+
+  Eagerly the draw runs in numpy, seeded by the key: jax would compile a sampler per distinct shape, which
+  makes building a model take tens of seconds. Under tracing (jit, eval_shape) it stays a jax op.
+  """
+  key = rngs.params()
+  if isinstance(key, jax.core.Tracer):
+    return jax.random.uniform(key, shape, dtype, low, high)
+  seed = np.asarray(jax.random.key_data(key)).astype(np.uint64)
+  values = np.random.default_rng(seed).uniform(low, high, tuple(shape))
+  return jnp.asarray(values, dtype)
 
 
 def torch_uniform(rngs: nnx.Rngs, shape: Sequence[int], fan_in: int, dtype) -> jnp.ndarray:
   """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch's default for conv and linear weights and biases."""
   bound = 1.0 / math.sqrt(fan_in)
-  return jax.random.uniform(rngs.params(), shape, dtype, -bound, bound)
+  return uniform(rngs, shape, -bound, bound, dtype)
 
 
 class Buffer(nnx.Variable):

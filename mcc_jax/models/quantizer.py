@@ -3,13 +3,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mcc_jax.models.layers import uniform
+
 
 class Embedding(nnx.Module):
   """A (num_codes, dim) table, torch's `nn.Embedding` state layout."""
 
   def __init__(self, num_codes: int, dim: int, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
-    self.weight = nnx.Param(jax.random.uniform(rngs.params(), (num_codes, dim), param_dtype,
-                                               -1.0 / num_codes, 1.0 / num_codes))
+    self.weight = nnx.Param(uniform(rngs, (num_codes, dim), -1.0 / num_codes, 1.0 / num_codes, param_dtype))
 
 
 class VectorQuantizer(nnx.Module):

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mcc_jax.models.layers import Conv2d, LayerNorm, Linear
+from mcc_jax.models.layers import Conv2d, LayerNorm, Linear, uniform
 
 
 class MultiheadAttention(nnx.Module):
@@ -18,7 +18,7 @@ class MultiheadAttention(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.in_proj = Linear(embed_dim, 3 * embed_dim, **kw)
     bound = math.sqrt(6.0 / (embed_dim + 3 * embed_dim))  # xavier_uniform over the packed (3E, E) matrix
-    self.in_proj.kernel[...] = jax.random.uniform(rngs.params(), (embed_dim, 3 * embed_dim), param_dtype, -bound, bound)
+    self.in_proj.kernel[...] = uniform(rngs, (embed_dim, 3 * embed_dim), -bound, bound, param_dtype)
     self.in_proj.bias[...] = jnp.zeros((3 * embed_dim,), param_dtype)
     self.out_proj = Linear(embed_dim, embed_dim, **kw)
     self.out_proj.bias[...] = jnp.zeros((embed_dim,), param_dtype)

@@ -1,0 +1,73 @@
+"""Model checkpoints in this project's format: a directory with `model_config.json` and an orbax `state/`.
+
+The state holds every MCC variable (parameters, BatchNorm statistics, buffers) under the NNX module paths.
+Conversion from the official weights writes this format; training and evaluation read it.
+"""
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from mcc_jax.models.factory import build_mcc
+from mcc_jax.models.mcc import MCC
+
+CONFIG_FILE = "model_config.json"
+STATE_DIR = "state"
+
+
+def _jsonable(value):
+  if isinstance(value, dict):
+    return {k: _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  return value
+
+
+def save_model(model: MCC, model_config, directory, *, metadata: dict | None = None) -> pathlib.Path:
+  """Write `model`'s variables and the model config (plus optional metadata) to `directory`."""
+  directory = pathlib.Path(directory).absolute()
+  directory.mkdir(parents=True, exist_ok=True)
+  config = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
+  payload = {"model": _jsonable(config), "metadata": metadata or {}}
+  (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2))
+  state = nnx.to_pure_dict(nnx.state(model))
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(directory / STATE_DIR, state, force=True)
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+  return directory
+
+
+def read_model_config(directory) -> ml_collections.ConfigDict:
+  path = pathlib.Path(directory) / CONFIG_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{directory} is not an mcc_jax model checkpoint: {CONFIG_FILE} is missing")
+  return ml_collections.ConfigDict(json.loads(path.read_text())["model"])
+
+
+def load_model(directory, *, dtype=jnp.float32, param_dtype=jnp.float32) -> MCC:
+  """The MCC model saved in `directory` (eval mode)."""
+  directory = pathlib.Path(directory).absolute()
+  model_config = read_model_config(directory)
+  if not (directory / STATE_DIR).exists():
+    raise FileNotFoundError(f"{directory} has no {STATE_DIR}/ directory with the model variables")
+  model = nnx.eval_shape(lambda: build_mcc(model_config, dtype=dtype, param_dtype=param_dtype))
+  abstract = nnx.state(model)
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(abstract))
+  checkpointer = ocp.StandardCheckpointer()
+  restored = checkpointer.restore(directory / STATE_DIR, target)
+  checkpointer.close()
+  nnx.replace_by_pure_dict(abstract, jax.tree.map(jnp.asarray, restored))
+  nnx.update(model, abstract)
+  model.eval()
+  return model
+
+
+def state_arrays(model: MCC) -> dict:
+  """Flat {path: numpy array} of every variable, for comparisons."""
+  return {path: np.asarray(v[...]) for path, v in nnx.to_flat_state(nnx.state(model))}
