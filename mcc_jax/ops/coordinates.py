@@ -6,15 +6,15 @@ import numpy as np
 def make_coordinate_grid(height: int, width: int, dtype=jnp.float32) -> jnp.ndarray:
   """(height, width, 2) grid of (x, y) in [-1, 1]; -1 and 1 are the centres of the border pixels.
 
-  Computed in `dtype` as `2 * (i / (n - 1)) - 1`, the official `make_coordinate_grid` formula.
+  Computed on the host in `dtype` as `2 * (i / (n - 1)) - 1`, the official formula, bit for bit (XLA would
+  rewrite the division as a multiplication by the reciprocal, one ulp off).
   """
-  x = jnp.arange(width, dtype=dtype)
-  y = jnp.arange(height, dtype=dtype)
-  x = 2 * (x / (width - 1)) - 1
-  y = 2 * (y / (height - 1)) - 1
-  xx = jnp.broadcast_to(x[None, :], (height, width))
-  yy = jnp.broadcast_to(y[:, None], (height, width))
-  return jnp.stack([xx, yy], axis=-1)
+  dtype = np.dtype(dtype)
+  x = 2 * (np.arange(width, dtype=dtype) / dtype.type(width - 1)) - 1
+  y = 2 * (np.arange(height, dtype=dtype) / dtype.type(height - 1)) - 1
+  xx = np.broadcast_to(x[None, :], (height, width))
+  yy = np.broadcast_to(y[:, None], (height, width))
+  return jnp.asarray(np.stack([xx, yy], axis=-1).astype(dtype))
 
 
 def torch_linspace_float32(start: float, end: float, steps: int) -> np.ndarray:

@@ -19,15 +19,17 @@ def _unnormalize(coord, size: int, align_corners: bool):
 
 
 def _reflect(coord, twice_low: int, twice_high: int):
-  """torch's `reflect_coordinates`: fold `coord` into [twice_low / 2, twice_high / 2]."""
+  """torch's `reflect_coordinates`: fold `coord` into [twice_low / 2, twice_high / 2].
+
+  Written without a division: XLA turns `x / span` into `x * (1 / span)`, which lands one ulp short at the fold
+  points (e.g. x = 41, span = 41 in float32) and would return the opposite border.
+  """
   if twice_low == twice_high:
     return jnp.zeros_like(coord)
   low = twice_low / 2
   span = (twice_high - twice_low) / 2
-  coord = jnp.abs(coord - low)
-  extra = jnp.fmod(coord, span)
-  flips = jnp.floor(coord / span)
-  return jnp.where(jnp.fmod(flips, 2) == 0, extra + low, span - extra + low)
+  coord = jnp.fmod(jnp.abs(coord - low), 2 * span)
+  return jnp.where(coord > span, 2 * span - coord, coord) + low
 
 
 def _source_index(coord, size: int, align_corners: bool, padding_mode: PaddingMode):
