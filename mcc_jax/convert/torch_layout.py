@@ -28,21 +28,19 @@ def torch_key(path: tuple) -> str:
   return key
 
 
+# Kernel axis permutations, ours -> torch: conv HWIO -> OIHW, linear (in, out) -> (out, in).
+_TO_TORCH = {4: (3, 2, 0, 1), 2: (1, 0)}
+
+
 def to_torch_layout(path: tuple, value: np.ndarray) -> np.ndarray:
-  if path[-1] == "kernel":
-    if value.ndim == 4:
-      return np.transpose(value, (3, 2, 0, 1))
-    if value.ndim == 2:
-      return value.T
+  if path[-1] == "kernel" and value.ndim in _TO_TORCH:
+    return np.transpose(value, _TO_TORCH[value.ndim])
   return value
 
 
 def from_torch_layout(path: tuple, value: np.ndarray) -> np.ndarray:
-  if path[-1] == "kernel":
-    if value.ndim == 4:
-      return np.transpose(value, (2, 3, 1, 0))
-    if value.ndim == 2:
-      return value.T
+  if path[-1] == "kernel" and value.ndim in _TO_TORCH:
+    return np.transpose(value, np.argsort(_TO_TORCH[value.ndim]))
   return value
 
 
