@@ -201,3 +201,27 @@ def test_convert_cli_reports_missing_file(tmp_path, capsys):
                "--out", str(tmp_path / "o")])
   assert code == 1
   assert "nope.pth" in capsys.readouterr().err
+
+
+def test_discriminator_float64(fixture):
+  """PatchGAN logits on the fixture's generator output and ground truth (train mode), and its BatchNorm
+  statistics after the official step's three calls: fake (G step), real, fake (D step)."""
+  from mcc_jax.convert import load_state_dict
+  from mcc_jax.models.factory import build_discriminator
+  from mcc_jax.convert.official import paper_model_config
+  with jax.enable_x64(True):
+    disc = nnx.eval_shape(lambda: build_discriminator(paper_model_config(), dtype=jnp.float64,
+                                                      param_dtype=jnp.float64))
+    load_state_dict(disc, ps.filled_state_dict("net_d"), name="net_d")
+    disc.train()
+    fake = jnp.asarray(ps.nhwc(fixture["train/net_g/out"]), jnp.float64)
+    real = jnp.asarray(ps.nhwc(fixture["train/driving"]), jnp.float64)
+    call = nnx.jit(lambda d, x: d(x))
+    got = {"disc_logits_fake_g": call(disc, fake), "disc_logits_real": call(disc, real),
+           "disc_logits_fake": call(disc, fake)}
+    for name, logits in got.items():
+      _check(f"discriminator f64 {name}", ps.nchw(logits), fixture[f"losses/{name}"])
+    for key, value in export_state_dict(disc).items():
+      reference = fixture.get(f"losses/state_after_step/net_d/{key}")
+      if reference is not None:
+        _check(f"discriminator f64 state after step {key}", value, reference)

@@ -1,6 +1,7 @@
 """Read the official MCC checkpoints (`net_g_*.pth`, `net_motion_estimator_*.pth`, `net_d_*.pth`)."""
 import pathlib
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -46,6 +47,8 @@ def paper_model_config():
 
 def mcc_from_state_dicts(net_g: dict, motion_estimator: dict, *, model_config=None, dtype=jnp.float32) -> MCC:
   """An MCC model (eval mode) holding the given official state_dicts, computing and storing in `dtype`."""
+  if jax.dtypes.canonicalize_dtype(dtype) != jnp.dtype(dtype):
+    raise ValueError(f"dtype={jnp.dtype(dtype).name} needs jax_enable_x64: jax.config.update('jax_enable_x64', True)")
   model_config = model_config or paper_model_config()
   model = nnx.eval_shape(lambda: build_mcc(model_config, dtype=dtype, param_dtype=dtype))
   load_state_dict(model.generator, net_g, name="net_g")
@@ -61,8 +64,6 @@ def load_official(net_g_path, motion_estimator_path, dtype=jnp.float32, *, model
   `net_g` is read from `param_key` (the EMA weights, as the official test uses) or `params` when absent; the
   motion estimator from `params`. With `jax_enable_x64` on and dtype=jnp.float64 the model computes in float64.
   """
-  if jnp.dtype(dtype) == jnp.float64 and not jnp.zeros((), jnp.float64).dtype == jnp.float64:
-    raise ValueError("dtype=float64 needs jax_enable_x64: jax.config.update('jax_enable_x64', True)")
   net_g = read_torch_checkpoint(net_g_path, (param_key, "params"))
   motion_estimator = read_torch_checkpoint(motion_estimator_path, ("params",))
   return mcc_from_state_dicts(net_g, motion_estimator, model_config=model_config, dtype=dtype)
