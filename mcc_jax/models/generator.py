@@ -229,8 +229,8 @@ class AppMotionCompFormer(nnx.Module):
     def compensate(feature, scale_index, previous_occlusion):
       s = self.scales[scale_index]
       warped = warp(feature, flows[-1])
-      query_in = warped if scale_index == 0 else resize_bilinear(warped, g, g, align_corners=True)
-      query_feature = jax.nn.relu(getattr(self, f"warped_source_enc_{s}")(query_in))
+      query_feature = jax.nn.relu(getattr(self, f"warped_source_enc_{s}")(
+          resize_bilinear(warped, g, g, align_corners=True)))
       query = self.motion_query_enc_1(jnp.concatenate([query_feature, kp_feature], axis=-1))
       residual, extras = self.motion_codebook_compensation(
           (flows[-1] - identity) * pixels, query, warped, scale_index, training)
