@@ -35,6 +35,20 @@ def filled_state_dict(net: str, salt: str = "") -> dict[str, np.ndarray]:
   return {key: fill(f"{net}/{key}", shape, salt) for key, shape in official_keys()[net].items()}
 
 
+VGG19_CONVS = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
+VGG19_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512)
+
+
+def filled_vgg19(salt: str = "") -> dict[str, np.ndarray]:
+  """torchvision vgg19 `features` weights filled by the fixture's rule (`vgg19/features.N.weight`)."""
+  fill, weights, in_channels = _fill(), {}, 3
+  for index, width in zip(VGG19_CONVS, VGG19_WIDTHS):
+    weights[f"vgg19/features.{index}.weight"] = fill(f"vgg19/features.{index}.weight", (width, in_channels, 3, 3), salt)
+    weights[f"vgg19/features.{index}.bias"] = fill(f"vgg19/features.{index}.bias", (width,), salt)
+    in_channels = width
+  return weights
+
+
 def load_fixture() -> dict[str, np.ndarray]:
   with np.load(PARITY_DIR / "mcc_parity_fixture.npz") as data:
     return {k: data[k] for k in data.files}
