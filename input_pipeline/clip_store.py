@@ -39,8 +39,8 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 class ClipMeta:
   """What the dataset records about a clip besides its frames.
 
-  boxes: per frame, the crop square (x0, y0, x1, y1) in source-frame pixels (the whole frame for imported
-  frame folders). motion: per frame, known motion parameters (synthetic clips; zero columns otherwise).
+  boxes: per frame, the crop square (x0, y0, x1, y1) in upright source-frame pixels (the whole frame for
+  imported frame folders); it may extend past the frame where the crop was padded. motion: per frame, known motion parameters (synthetic clips; zero columns otherwise).
   """
   clip_id: str
   identity: str
@@ -75,12 +75,16 @@ class ClipStore:
       shutil.rmtree(directory)
     (directory / FRAMES).mkdir(parents=True)
     count = 0
-    for i, frame in enumerate(frames):
-      data = frame if isinstance(frame, bytes) else encode_jpeg(frame)
-      (directory / FRAMES / f"{i:05d}.jpg").write_bytes(data)
-      count += 1
-    if count != meta.num_frames:
-      raise ValueError(f"{meta.clip_id}: {count} frames written, metadata says {meta.num_frames}")
+    try:
+      for i, frame in enumerate(frames):
+        data = frame if isinstance(frame, bytes) else encode_jpeg(frame)
+        (directory / FRAMES / f"{i:05d}.jpg").write_bytes(data)
+        count += 1
+      if count != meta.num_frames:
+        raise ValueError(f"{meta.clip_id}: {count} frames written, metadata says {meta.num_frames}")
+    except BaseException:
+      shutil.rmtree(directory, ignore_errors=True)
+      raise
     tmp = directory / (META + ".tmp")
     tmp.write_text(json.dumps(dataclasses.asdict(meta)))
     os.replace(tmp, directory / META)

@@ -2,17 +2,22 @@
 
 One example per clip: `frames` (JPEG bytes, decoded by the input pipeline only for the frames it uses),
 `identity`, `clip_id`, `source_path`, `boxes` (T, 4), `num_frames`, `fps`, `motion` (T, M; M = 0 for real clips).
+Text fields come back from the data source as bytes.
 Splits are by identity: no identity is in both train and test.
 """
 import hashlib
+import json
 import pathlib
+import shutil
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.proto import tf_example_pb2
 
 from input_pipeline.clip_store import ClipStore
 
 DATASET_NAME = "mcc_face_clips"
+_SCAN_CHUNK = 64
 
 
 def identity_split(identity: str, test_fraction: float) -> str:
@@ -72,10 +77,18 @@ class MccFaceClips(tfds.core.GeneratorBasedBuilder):
 
 
 def build_dataset(store_root, data_dir, *, test_fraction: float = 0.1) -> pathlib.Path:
-  """Write the TFDS dataset for every done clip of the store; returns the dataset's version directory."""
+  """(Re)write the TFDS dataset from every done clip of the store; returns the dataset's version directory.
+
+  An existing dataset under `data_dir` is replaced (TFDS would otherwise reuse it and miss new clips).
+  """
+  shutil.rmtree(pathlib.Path(data_dir) / DATASET_NAME, ignore_errors=True)
   builder = MccFaceClips(store_root=store_root, test_fraction=test_fraction, data_dir=str(data_dir))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
-  return pathlib.Path(builder.data_dir)
+  path = pathlib.Path(builder.data_dir)
+  for split in builder.info.splits:
+    index = _scan_clip_index(builder.as_data_source(split).data_source)
+    (path / _index_file(split)).write_text(json.dumps(index))
+  return path
 
 
 def dataset_dir(data_dir) -> pathlib.Path:
@@ -96,3 +109,35 @@ def open_split(data_dir, split: str):
   if split not in builder.info.splits:
     raise KeyError(f"split {split!r} not in {dataset_dir(data_dir)}; it has {sorted(builder.info.splits)}")
   return builder.as_data_source(split)
+
+
+def record_features(record: bytes):
+  """The tf.train.Example features of a raw record, without TFDS's per-feature decoding (whose cost grows with
+  the clip's frame count)."""
+  return tf_example_pb2.Example.FromString(record).features.feature
+
+
+def _index_file(split: str) -> str:
+  return f"clip_index.{split}.json"
+
+
+def _scan_clip_index(records) -> dict:
+  index = {"clip_ids": [], "identities": [], "num_frames": []}
+  for start in range(0, len(records), _SCAN_CHUNK):
+    for record in records.__getitems__(range(start, min(start + _SCAN_CHUNK, len(records)))):
+      features = record_features(record)
+      index["clip_ids"].append(features["clip_id"].bytes_list.value[0].decode())
+      index["identities"].append(features["identity"].bytes_list.value[0].decode())
+      index["num_frames"].append(len(features["frames"].bytes_list.value))
+  return index
+
+
+def clip_index(data_dir, split: str) -> dict:
+  """clip_ids, identities and num_frames of every record of a split, in record order.
+
+  Written next to the dataset when it is built; datasets without it are scanned (one read of every record).
+  """
+  path = dataset_dir(data_dir) / _index_file(split)
+  if path.is_file():
+    return json.loads(path.read_text())
+  return _scan_clip_index(open_split(data_dir, split).data_source)

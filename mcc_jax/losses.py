@@ -2,8 +2,7 @@
 
 Images are NHWC; keypoints are dicts with `value` (B, K, 2) and `jacobian` (B, K, 2, 2).
 """
-import dataclasses
-
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -51,7 +50,7 @@ def _tps_warp(theta, control_points, control_params, coordinates):
   return warped + jnp.sum(radial, axis=-1, keepdims=True)
 
 
-@dataclasses.dataclass(frozen=True)
+@flax.struct.dataclass
 class RandomTPS:
   """FOMM's random affine + thin-plate-spline transform for the equivariance loss.
 

@@ -208,7 +208,8 @@ class AppMotionCompFormer(nnx.Module):
     """source: (B, H, W, 3) in [-1, 1]; motion: the motion estimator's output (NHWC maps).
 
     With `inference=False` the output adds the training terms: `out_lr` (the latent-scale feature decoded with no
-    fusion), `motion_recon_list`, `codebook_loss_motion_list` and, given `gt`, `codebook_loss_app_list`.
+    fusion), `motion_recon_list`, `codebook_loss_motion_list`, given `gt` `codebook_loss_app_list`, and
+    `last_layer_input` (what the final conv sees, for the adaptive GAN weight).
     """
     training = not inference
     z, enc = self.encoder(source, taps=tuple(self.encoder_taps.values()))
@@ -248,7 +249,10 @@ class AppMotionCompFormer(nnx.Module):
     lq_feat = compensate(z, 0, motion["occlusion_map"])
     x = lq_feat
     x_lr = lq_feat if training else None
+    last = len(self.generator.blocks) - 1
     for i, block in enumerate(self.generator.blocks):
+      if i == last:
+        last_layer_input = x
       x = block(x)
       if x_lr is not None:
         x_lr = block(x_lr)
@@ -269,6 +273,7 @@ class AppMotionCompFormer(nnx.Module):
         "app_comp_list": after_comp,
     }
     if training:
+      out["last_layer_input"] = last_layer_input
       out["out_lr"] = [x_lr]
       out["motion_recon_list"] = recons
       out["codebook_loss_motion_list"] = motion_vq_losses

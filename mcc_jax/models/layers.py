@@ -50,12 +50,15 @@ class Conv2d(nnx.Module):
     self.padding = padding
     self.dtype = dtype
 
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    x = x.astype(self.dtype)
+  def convolve(self, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """The convolution alone, with a given kernel (no bias)."""
     pad = self.padding
-    y = jax.lax.conv_general_dilated(
-        x, self.kernel[...].astype(self.dtype), window_strides=(self.stride, self.stride),
+    return jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel.astype(self.dtype), window_strides=(self.stride, self.stride),
         padding=((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    y = self.convolve(x, self.kernel[...])
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y
