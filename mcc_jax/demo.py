@@ -1,6 +1,6 @@
 """Animate a source face with a driving frame and write a side-by-side picture.
 
-  python -m mcc_jax.demo                                  # built-in drawn faces, tiny untrained model
+  python -m mcc_jax.demo                                  # built-in synthetic face, tiny untrained model
   python -m mcc_jax.demo --checkpoint DIR --source s.png --driving d.png --out demo.png
 
 With no --checkpoint the model is configs/tiny.py with random weights: the run exercises the whole pipeline
@@ -33,7 +33,7 @@ def _flow_picture(flow: np.ndarray, size: int) -> np.ndarray:
 def run(args) -> pathlib.Path:
   import jax.numpy as jnp
 
-  from mcc_jax.io.drawn_face import drawn_face
+  from input_pipeline.synthetic import generate_clip
   from mcc_jax.io.images import read_image, write_image
 
   if args.checkpoint:
@@ -47,9 +47,10 @@ def run(args) -> pathlib.Path:
     model.eval()
     print("model: configs/tiny.py with random weights (pass --checkpoint for a trained model)")
   size = model.img_size
-  source = read_image(args.source, size) if args.source else drawn_face(size, mouth_open=0.1)
-  driving = (read_image(args.driving, size) if args.driving
-             else drawn_face(size, shift=(0.06, -0.03), eye_open=0.3, mouth_open=0.9))
+  if not (args.source and args.driving):
+    frames = generate_clip(identity_seed=0, clip_seed=0, num_frames=24, size=size)[0] / 127.5 - 1.0
+  source = read_image(args.source, size) if args.source else frames[0]
+  driving = read_image(args.driving, size) if args.driving else frames[-1]
   start = time.perf_counter()
   out = model.reconstruct(jnp.asarray(source[None]), jnp.asarray(driving[None]))
   image = np.asarray(out["image"][0])
@@ -70,8 +71,8 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m mcc_jax.demo", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--checkpoint", help="an mcc_jax model checkpoint directory (python -m mcc_jax.convert)")
-  parser.add_argument("--source", help="source face image (default: a built-in drawn face)")
-  parser.add_argument("--driving", help="driving face image (default: the drawn face, moved)")
+  parser.add_argument("--source", help="source face image (default: a synthetic face, input_pipeline.synthetic)")
+  parser.add_argument("--driving", help="driving face image (default: the same face, later in its clip)")
   parser.add_argument("--out", default="outputs/demo.png", help="output picture")
   args = parser.parse_args(argv)
   try:
