@@ -45,7 +45,9 @@ class VGG19Features(nnx.Module):
         x = jax.nn.relu(x)
       else:
         b, h, w, c = x.shape
-        x = x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+        if h < 2 or w < 2:
+          raise ValueError(f"VGG19 max pool on a {h}x{w} map: the image is too small for this pyramid scale")
+        x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
       if index + 1 in SLICE_ENDS:
         outputs.append(x)
     return outputs

@@ -30,6 +30,7 @@ class LossWeights:
   keypoint_distance: float = 1.0
   adaptive_max: float = 1.0
   adaptive_scale: float = 0.8
+  perceptual_scales: tuple = losses.PERCEPTUAL_SCALES  # drop the coarsest for images below 128 px
 
 
 def apply_module(graphdef, state, fn, *args, train: bool = True):
@@ -66,7 +67,7 @@ def generator_objective(mcc_params, mcc_graphdef, mcc_rest, disc_graphdef, disc_
   image = out["out"]
   terms = {}
   recon_fn = lambda img: weights.pixel * losses.l1(img, driving) + weights.perceptual * losses.pyramid_perceptual_loss(
-      vgg, img, driving)
+      vgg, img, driving, weights.perceptual_scales)
   new_disc_stats = nnx.state(nnx.merge(disc_graphdef, disc_state), nnx.BatchStat)
   if with_gan:
     def recon_and_gan(img):
@@ -90,7 +91,7 @@ def generator_objective(mcc_params, mcc_graphdef, mcc_rest, disc_graphdef, disc_
   low_res = out["out_lr"][0]
   terms["l_g_pix_lr_0"] = weights.low_res * weights.pixel * losses.l1(low_res, driving)
   terms["l_g_percep_lr_0"] = weights.low_res * weights.perceptual * losses.pyramid_perceptual_loss(
-      vgg, low_res, driving)
+      vgg, low_res, driving, weights.perceptual_scales)
   terms["l_g_app_codebook_code"] = weights.app_code * sum(out["codebook_loss_app_list"])
   kp_transformed = model.motion_estimator.kp_detector(transform.transform_frame(driving))
   value, jacobian = losses.equivariance_losses(motion["kp_driving"], kp_transformed, transform)
