@@ -1,16 +1,28 @@
-"""Training entry point (thin): `python train.py --config configs/paper.py --workdir DIR`.
+"""Train MCC: `python train.py --config configs/quickstart.py --workdir workdir/quickstart`.
 
-The training loop (losses, sharded G+D step, checkpoints) is not built yet; it is tracked as the project's
-training issue. This entry point says so instead of pretending to train.
+Flags override config fields, e.g. `--config.train.vgg19_path=vgg19-dcbb9e9d.pth --config.train.num_steps=1000`.
+The loop lives in mcc_jax.training.loop.train_and_evaluate.
 """
-import sys
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "a configs/*.py file", lock_config=True)
+flags.DEFINE_string("workdir", None, "where checkpoints, logs and the synthetic data go")
+flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main() -> int:
-  print("train.py: training is not implemented yet (see the training issue); the model, converter and parity "
-        "tests are in place. Try `python -m mcc_jax.demo`.", file=sys.stderr)
-  return 2
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+  import jax
+  if "JAX_COORDINATOR_ADDRESS" in os.environ or os.environ.get("JAX_NUM_PROCESSES", "1") != "1":
+    jax.distributed.initialize()
+  from mcc_jax.training.loop import train_and_evaluate
+  train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  app.run(main)

@@ -1,6 +1,7 @@
 """The official MCC configuration (`options/train.yml` of ShaelynZ/synergize-motion-appearance): 256 px.
 
-  python -m mcc_jax.demo --config configs/paper.py --checkpoint DIR
+  python train.py --config configs/paper.py --workdir DIR --config.data.dir=DATA \
+      --config.train.vgg19_path=vgg19-dcbb9e9d.pth
 """
 import ml_collections
 
@@ -23,4 +24,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       codebook_size_motion=1024, codebook_size_app=1024, n_head=8, dim_embd_motion=32, n_layers_motion=2,
       dim_embd_app=256, n_layers_app=2, num_kp=15, flow_size=64)
   config.model.discriminator = dict(nc=3, ndf=64, n_layers=4)
+
+  config.data = ml_collections.ConfigDict(dict(
+      dir="",  # a dataset built by input_pipeline.prepare ('' = synthetic faces written into the workdir)
+      synthetic=dict(identities=32, clips_per_identity=4, frames=64, test_fraction=0.125),
+      repeat=100, hflip_prob=0.5, time_flip_prob=0.5, worker_count=0))
+  config.train = ml_collections.ConfigDict(dict(
+      num_steps=250_000, global_batch_size=16, base_lr=8e-5, milestones=(200_000, 225_000), ema_decay=0.995,
+      net_d_start_iter=5001, perceptual_scales=(1.0, 0.5, 0.25, 0.125),
+      vgg19_path="",  # torchvision's vgg19-dcbb9e9d.pth; required unless allow_random_vgg19
+      allow_random_vgg19=False,
+      init_from="",  # an mcc_jax model checkpoint (e.g. converted official weights) to start from
+  ))
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=5000, keep=3))
+  config.log = ml_collections.ConfigDict(dict(every_steps=100, images_every_steps=5000))
   return config
