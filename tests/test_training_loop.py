@@ -1,7 +1,6 @@
 """The training loop: exact resume after SIGTERM, a corrupt latest checkpoint skipped, VGG19 refusal."""
 import json
 import pathlib
-import shutil
 import signal
 
 import pytest
