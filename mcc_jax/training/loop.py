@@ -67,8 +67,6 @@ def train_and_evaluate(config, workdir, *, on_step=None) -> dict:
   """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_count() > 1 and jax.process_index() == 0:
-    logging.info("%d processes", jax.process_count())
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   train = config.train
   data = TrainPipelineConfig(
