@@ -200,9 +200,9 @@ def device_batches(iterator, mesh: jax.sharding.Mesh, batch_axes=("data",)):
     yield to_device(batch, mesh, batch_axes)
 
 
-def normalize(images_uint8: jax.Array) -> jax.Array:
-  """uint8 -> float32 in [-1, 1]; meant to run on device."""
-  return images_uint8.astype(jnp.float32) / 127.5 - 1.0
+def normalize(images_uint8: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """uint8 -> [-1, 1] in `dtype`; meant to run on device."""
+  return images_uint8.astype(dtype) / 127.5 - 1.0
 
 
 def iterate_clips(data_dir, split: str, *, image_size: int = 256, process_index: int | None = None,

@@ -5,7 +5,7 @@ import pathlib
 
 import numpy as np
 
-from conftest import PARITY_DIR, SHARED
+from conftest import PARITY_DIR, SHARED, report_parity
 
 KEYS_TSV = SHARED / "reference" / "mcc_state_dict_keys.tsv"
 
@@ -61,6 +61,32 @@ def rel_error(got, want) -> float:
     raise AssertionError(f"shape {got.shape} != reference {want.shape}")
   norm = np.linalg.norm(want)
   return float(np.linalg.norm(got - want) / (norm if norm > 0 else 1.0))
+
+
+def assert_parity(label: str, got, want, bound: float) -> None:
+  """Relative error within `bound`, recorded for the end-of-run parity table."""
+  error = rel_error(got, want)
+  report_parity(label, error, bound)
+  assert error <= bound, f"{label}: relative error {error:.3e} > {bound:.0e}"
+
+
+def filled_vgg19_features(dtype):
+  """The perceptual loss's VGG19 holding the fixture's filled weights."""
+  from mcc_jax.convert.vgg19 import vgg19_from_state_dict
+  weights = {k.removeprefix("vgg19/"): v for k, v in filled_vgg19().items()}
+  return vgg19_from_state_dict(weights, dtype=dtype, param_dtype=dtype)
+
+
+def fixture_transform(fixture: dict):
+  """The equivariance transform the fixture drew (stored as float32, as the official tensors are)."""
+  import jax.numpy as jnp
+
+  from mcc_jax.losses import RandomTPS
+  eq = "losses/equivariance/"
+  batch = fixture[eq + "theta"].shape[0]
+  return RandomTPS(theta=jnp.asarray(fixture[eq + "theta"]),
+                   control_points=jnp.asarray(fixture[eq + "control_points"]).reshape(-1, 2),
+                   control_params=jnp.asarray(fixture[eq + "control_params"]).reshape(batch, -1))
 
 
 def nchw(x) -> np.ndarray:

@@ -6,7 +6,6 @@ import pytest
 from flax import nnx
 
 import parity_support as ps
-from conftest import report_parity
 from mcc_jax import losses
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not ps.exists(), reason=ps.skip_reason())]
@@ -22,9 +21,7 @@ def fixture():
 
 
 def _check(name, got, want, bound=BOUND):
-  error = ps.rel_error(got, want)
-  report_parity(f"loss f64 {name}", error, bound)
-  assert error <= bound, f"{name}: relative error {error:.3e} > {bound:.0e}"
+  ps.assert_parity(f"loss f64 {name}", got, want, bound)
 
 
 def _f64(x):
@@ -33,10 +30,8 @@ def _f64(x):
 
 @pytest.fixture(scope="module")
 def vgg():
-  from mcc_jax.convert.vgg19 import vgg19_from_state_dict
   with jax.enable_x64(True):
-    weights = {k.removeprefix("vgg19/"): v for k, v in ps.filled_vgg19().items()}
-    return vgg19_from_state_dict(weights, dtype=jnp.float64, param_dtype=jnp.float64)
+    return ps.filled_vgg19_features(jnp.float64)
 
 
 def test_pixel_and_perceptual(fixture, vgg):
@@ -61,18 +56,11 @@ def test_motion_codebook_recon(fixture):
            fixture["losses/l_g_motion_codebook_recon"])
 
 
-def _transform(fixture):
-  eq = "losses/equivariance/"
-  return losses.RandomTPS(theta=jnp.asarray(fixture[eq + "theta"]),
-                          control_points=jnp.asarray(fixture[eq + "control_points"]).reshape(-1, 2),
-                          control_params=jnp.asarray(fixture[eq + "control_params"]).reshape(2, -1))
-
-
 def test_equivariance(fixture):
   from mcc_jax.convert import mcc_from_state_dicts
   eq = "losses/equivariance/"
   with jax.enable_x64(True):
-    transform = _transform(fixture)
+    transform = ps.fixture_transform(fixture)
     gt = _f64(ps.nhwc(fixture["train/driving"]))
     transformed = transform.transform_frame(gt)
     _check("equivariance transformed_driving", ps.nchw(transformed), fixture[eq + "transformed_driving"])
@@ -93,7 +81,7 @@ def test_equivariance(fixture):
 
 def test_jacobian_of_transform_matches_finite_differences(fixture):
   with jax.enable_x64(True):
-    transform = _transform(fixture)
+    transform = ps.fixture_transform(fixture)
     points = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 7, 2)))
     step = 1e-6
     numeric = jnp.stack([(transform.warp_coordinates(points + step * e) - transform.warp_coordinates(points - step * e))

@@ -6,10 +6,8 @@ from flax import nnx
 
 import parity_support as ps
 from conftest import report_parity
-from mcc_jax import losses
 from mcc_jax.convert import export_state_dict, load_state_dict, mcc_from_state_dicts
 from mcc_jax.convert.official import paper_model_config
-from mcc_jax.convert.vgg19 import vgg19_from_state_dict
 from mcc_jax.models.factory import build_discriminator
 from mcc_jax.training.objective import discriminator_objective, generator_objective
 
@@ -29,12 +27,8 @@ def step_outputs():
     disc = nnx.eval_shape(lambda: build_discriminator(paper_model_config(), dtype=jnp.float64,
                                                       param_dtype=jnp.float64))
     load_state_dict(disc, ps.filled_state_dict("net_d"), name="net_d")
-    vgg = vgg19_from_state_dict({k.removeprefix("vgg19/"): v for k, v in ps.filled_vgg19().items()},
-                                dtype=jnp.float64, param_dtype=jnp.float64)
-    eq = "losses/equivariance/"
-    transform = losses.RandomTPS(jnp.asarray(fixture[eq + "theta"]),
-                                 jnp.asarray(fixture[eq + "control_points"]).reshape(-1, 2),
-                                 jnp.asarray(fixture[eq + "control_params"]).reshape(2, -1))
+    vgg = ps.filled_vgg19_features(jnp.float64)
+    transform = ps.fixture_transform(fixture)
     source = jnp.asarray(ps.nhwc(fixture["train/source"]), jnp.float64)
     driving = jnp.asarray(ps.nhwc(fixture["train/driving"]), jnp.float64)
     mcc_def, mcc_params, mcc_rest = nnx.split(model, nnx.Param, ...)
@@ -69,9 +63,7 @@ def test_loss_term(name, step_outputs):
   fixture, terms, _ = step_outputs
   bound = (GRADIENT_BOUND if "grad_norm" in name else
            PYRAMID_BOUND if "percep" in name or "total" in name else BOUND)
-  error = ps.rel_error(terms[name], fixture[f"losses/{name}"])
-  report_parity(f"step f64 {name}", error, bound)
-  assert error <= bound
+  ps.assert_parity(f"step f64 {name}", terms[name], fixture[f"losses/{name}"], bound)
 
 
 def test_batch_norm_statistics_after_step(step_outputs):

@@ -39,6 +39,14 @@ def _nhwc(x):
   return np.transpose(x, (0, 2, 3, 1))
 
 
+def _torch_grid_sample(image, grid, align_corners, padding_mode):
+  """torch's bilinear F.grid_sample on NHWC numpy arrays, returned NHWC."""
+  torch = _torch()
+  want = torch.nn.functional.grid_sample(torch.from_numpy(_nchw(image)), torch.from_numpy(grid), mode="bilinear",
+                                         padding_mode=padding_mode, align_corners=align_corners)
+  return _nhwc(want.numpy())
+
+
 def _sample_grid(rng, batch, height, width, dtype, border=True):
   """Uniform grid in [-1.6, 1.6]; with `border`, its first row holds exact border and far-outside points."""
   grid = rng.uniform(-1.6, 1.6, (batch, height, width, 2))
@@ -158,13 +166,11 @@ def test_grid_sample_reflection_fold_points(dtype, align_corners, size):
 @PADDING
 def test_loop_reference_matches_torch(align_corners, padding_mode):
   """The loop reference itself agrees with torch, so the always-on tests check torch's semantics."""
-  torch = _torch()
   rng = np.random.default_rng(1)
   image = rng.uniform(-1, 1, (2, 5, 7, 3))
   grid = _sample_grid(rng, 2, 4, 6, np.float64)
-  want = torch.nn.functional.grid_sample(torch.from_numpy(_nchw(image)), torch.from_numpy(grid), mode="bilinear",
-                                         padding_mode=padding_mode, align_corners=align_corners)
-  np.testing.assert_allclose(_ref_grid_sample(image, grid, align_corners, padding_mode), _nhwc(want.numpy()),
+  want = _torch_grid_sample(image, grid, align_corners, padding_mode)
+  np.testing.assert_allclose(_ref_grid_sample(image, grid, align_corners, padding_mode), want,
                              rtol=1e-12, atol=1e-12)
 
 
@@ -174,14 +180,12 @@ def test_loop_reference_matches_torch(align_corners, padding_mode):
                                               ((1, 6), (4, 4))])
 def test_grid_sample_matches_torch(dtype, align_corners, padding_mode, image_hw, grid_hw):
   """grid_sample equals torch's F.grid_sample (bilinear) on random images and grids."""
-  torch = _torch()
   rng = np.random.default_rng(2)
   image = rng.uniform(-1, 1, (2, *image_hw, 4)).astype(dtype)
   grid = _sample_grid(rng, 2, *grid_hw, dtype)
-  want = torch.nn.functional.grid_sample(torch.from_numpy(_nchw(image)), torch.from_numpy(grid), mode="bilinear",
-                                         padding_mode=padding_mode, align_corners=align_corners)
+  want = _torch_grid_sample(image, grid, align_corners, padding_mode)
   got = grid_sample(jnp.asarray(image), jnp.asarray(grid), align_corners=align_corners, padding_mode=padding_mode)
-  _assert_close(got, _nhwc(want.numpy()), dtype)
+  _assert_close(got, want, dtype)
 
 
 @ALIGN

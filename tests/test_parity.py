@@ -9,7 +9,6 @@ import pytest
 from flax import nnx
 
 import parity_support as ps
-from conftest import report_parity
 from mcc_jax.convert import export_state_dict, mcc_from_state_dicts
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not ps.exists(), reason=ps.skip_reason())]
@@ -113,9 +112,7 @@ def _training_keys():
 def _check(name, got, want):
   # Arrays the fixture stores in float32 can only agree to float32 rounding.
   bound = 1e-6 if _float32_in_fixture(name) else F64_BOUND
-  error = ps.rel_error(got, want)
-  report_parity(name, error, bound)
-  assert error <= bound, f"{name}: relative error {error:.3e} > {bound:.0e}"
+  ps.assert_parity(name, got, want, bound)
 
 
 @pytest.mark.parametrize("key", _inference_keys())
@@ -163,9 +160,7 @@ def test_load_official_float32(official_checkpoint_files, fixture):
       ("kp_driving/value", out["kp_driving"]["value"], fixture["kp_driving/value"], 1e-5),
       ("deformation_list/4", out["deformations"][4], fixture["net_g/deformation_list/4"], 1e-4),
       ("image", ps.nchw(out["image"]), fixture["net_g/out"], F32_IMAGE_BOUND)):
-    error = ps.rel_error(got, want)
-    report_parity(f"inference f32 {name}", error, bound)
-    assert error <= bound
+    ps.assert_parity(f"inference f32 {name}", got, want, bound)
 
 
 def test_convert_cli_round_trip(official_checkpoint_files, tmp_path):

@@ -7,14 +7,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from input_pipeline.pipeline import normalize
 from mcc_jax import losses
 from mcc_jax.training.objective import LossWeights, discriminator_objective, generator_objective
 from mcc_jax.training.optimizers import adam, ema_update, learning_rate, with_learning_rate
 from mcc_jax.training.train_state import Graphdefs, TrainState
-
-
-def normalize(images_uint8: jnp.ndarray, dtype=jnp.float32) -> jnp.ndarray:
-  return images_uint8.astype(dtype) / 127.5 - 1.0
 
 
 def _global_norm(tree) -> jnp.ndarray:

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from input_pipeline.pipeline import normalize
 from mcc_jax.io.images import to_uint8
 from mcc_jax.models.generator import warp
 from mcc_jax.ops import make_coordinate_grid
@@ -63,6 +64,6 @@ def _visualise(mcc_graphdef, params, rest, source, driving):
 def image_grid(mcc_graphdef, state, batch: dict, rows: int = 4) -> np.ndarray:
   """Rows of source | driving | output | warped source | occlusion | flow (centred), from the current state."""
   n = min(rows, batch["source"].shape[0])
-  images = [jnp.asarray(batch[k][:n]).astype(jnp.float32) / 127.5 - 1 for k in ("source", "driving")]
+  images = [normalize(jnp.asarray(batch[k][:n])) for k in ("source", "driving")]
   grid = _visualise(mcc_graphdef, state.mcc_params, state.mcc_rest, *images)
   return to_uint8(np.concatenate(list(np.asarray(grid)), axis=0))
