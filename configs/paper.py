@@ -35,6 +35,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       vgg19_path="",  # torchvision's vgg19-dcbb9e9d.pth; required unless allow_random_vgg19
       allow_random_vgg19=False,
       init_from="",  # an mcc_jax model checkpoint (e.g. converted official weights) to start from
+      # 0: BatchNorm statistics and the adaptive GAN weight over the global batch; 4: per group of 4 samples, as the
+      # official 4-GPU x 4-sample run computes them (mcc_jax/training/device_groups.py)
+      bn_group_size=0,
   ))
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
   config.checkpoint = ml_collections.ConfigDict(dict(every_steps=5000, keep=3))

@@ -14,7 +14,7 @@ from mcc_jax.training import checkpointing, sharding
 from mcc_jax.training.objective import LossWeights
 from mcc_jax.training.train_state import Graphdefs, create_train_state
 from mcc_jax.training.train_step import jit_train_step
-from mcc_jax.training.writer import MetricWriter, image_grid
+from mcc_jax.training.writer import IntervalAverages, MetricWriter, image_grid
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -54,6 +54,16 @@ def _networks(config):
   return mcc, build_discriminator(config.model, seed=config.seed + 2)
 
 
+def _flat_config(config, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      flat.update(_flat_config(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
 def _host_scalars(metrics) -> dict:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
@@ -80,25 +90,29 @@ def train_and_evaluate(config, workdir, *, on_step=None) -> dict:
   graphdefs = Graphdefs(nnx.graphdef(mcc), nnx.graphdef(disc), nnx.graphdef(vgg))
   state = create_train_state(mcc, disc, jax.random.key(config.seed))
   state_sharding = sharding.state_sharding(state, mesh)
-  vgg_state = jax.device_put(nnx.state(vgg), sharding.replicated(mesh))
+  vgg_state = nnx.state(vgg)
+  vgg_state = sharding.put_global(vgg_state, jax.tree.map(lambda _: sharding.replicated(mesh), vgg_state))
 
   manager = checkpointing.make_manager(workdir / "checkpoints", every_steps=config.checkpoint.every_steps,
                                        keep=config.checkpoint.keep)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_sharding)
   start, restored = checkpointing.restore_latest(manager, abstract, iterator)
-  state = restored if restored is not None else jax.device_put(state, state_sharding)
+  state = restored if restored is not None else sharding.put_global(state, state_sharding)
   start = start or 0
   if start:
     print(f"resumed from step {start}")
 
   options = dict(base_lr=train.base_lr, milestones=tuple(train.milestones), ema_decay=train.ema_decay,
                  weights=LossWeights(perceptual_scales=tuple(train.perceptual_scales)),
+                 bn_group_size=train.bn_group_size,
                  state_sharding=state_sharding, batch_sharding=sharding.batch_sharding(mesh),
                  replicated=sharding.replicated(mesh))
   steps = {}
   stop = {"requested": False}
   previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
   writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+  writer.write_hparams(_flat_config(config))
+  averages = IntervalAverages()
   metrics, timer = {}, (time.perf_counter(), start)
   try:
     for step in range(start, train.num_steps):
@@ -116,17 +130,20 @@ def train_and_evaluate(config, workdir, *, on_step=None) -> dict:
         raise NonFiniteLossError(f"non-finite generator loss {loss} at step {step + 1}; the batch's item ids are "
                                  f"in {workdir / 'nonfinite_batch.json'}")
       metrics = _host_scalars(step_metrics)
-      writer.append_jsonl(step + 1, metrics)
+      writer.write_jsonl(step + 1, metrics)
+      averages.add(metrics)
       if (step + 1) % config.log.every_steps == 0 or step + 1 == train.num_steps:
         elapsed = time.perf_counter() - timer[0]
         rate = (step + 1 - timer[1]) / max(elapsed, 1e-9)
         timer = (time.perf_counter(), step + 1)
-        writer.scalars(step + 1, {**metrics, "steps_per_s": rate})
         eta = (train.num_steps - step - 1) / max(rate, 1e-9)
-        print(f"step {step + 1}/{train.num_steps}  l_g_total {metrics['l_g_total']:.4f}  "
-              f"l_g_pix {metrics['l_g_pix']:.4f}  {rate:.2f} steps/s  eta {eta / 60:.1f} min", flush=True)
+        interval = averages.compute_and_reset()
+        writer.write_scalars(step + 1, {**interval, "steps_per_s": rate, "eta_minutes": eta / 60})
+        writer.flush()
+        print(f"step {step + 1}/{train.num_steps}  l_g_total {interval['l_g_total']:.4f}  "
+              f"l_g_pix {interval['l_g_pix']:.4f}  {rate:.2f} steps/s  eta {eta / 60:.1f} min", flush=True)
       if (step + 1) % config.log.images_every_steps == 0:
-        writer.image(step + 1, "samples", image_grid(graphdefs.mcc, state, batch))
+        writer.write_images(step + 1, {"samples": image_grid(graphdefs.mcc, state, batch)})
       if on_step is not None:
         on_step(step + 1)
       checkpointing.save(manager, step + 1, state, iterator, force=step + 1 == train.num_steps or stop["requested"])

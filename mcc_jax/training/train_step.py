@@ -9,6 +9,7 @@ from flax import nnx
 
 from input_pipeline.pipeline import normalize
 from mcc_jax import losses
+from mcc_jax.training import device_groups
 from mcc_jax.training.objective import LossWeights, discriminator_objective, generator_objective
 from mcc_jax.training.optimizers import adam, ema_update, learning_rate, with_learning_rate
 from mcc_jax.training.train_state import Graphdefs, TrainState
@@ -20,8 +21,12 @@ def _global_norm(tree) -> jnp.ndarray:
 
 def train_step(state: TrainState, batch: dict, vgg_state, *, graphdefs: Graphdefs, with_gan: bool,
                base_lr: float = 8e-5, milestones=(200_000, 225_000), ema_decay: float = 0.995,
-               weights: LossWeights = LossWeights(), dtype=jnp.float32):
-  """batch: uint8 `source` and `driving` (B, H, W, 3). Returns (new state, metrics)."""
+               weights: LossWeights = LossWeights(), dtype=jnp.float32, bn_group_size: int = 0):
+  """batch: uint8 `source` and `driving` (B, H, W, 3). Returns (new state, metrics).
+
+  bn_group_size: 0 computes BatchNorm statistics and the adaptive GAN weight over the global batch; N > 0 over
+  groups of N samples, as the official per-GPU training does (see device_groups).
+  """
   source = normalize(batch["source"], dtype)
   driving = normalize(batch["driving"], dtype)
   rng = jax.random.fold_in(state.rng, state.step)
@@ -29,7 +34,8 @@ def train_step(state: TrainState, batch: dict, vgg_state, *, graphdefs: Graphdef
   lr = learning_rate(state.step, base=base_lr, milestones=milestones)
   tx = adam()
 
-  grad_fn = jax.value_and_grad(generator_objective, has_aux=True)
+  groups = device_groups.group_count(source.shape[0], bn_group_size)
+  grad_fn = jax.value_and_grad(device_groups.grouped_generator_objective(generator_objective, groups), has_aux=True)
   (_, (terms, mcc_stats, disc_stats, image)), grads = grad_fn(
       state.mcc_params, graphdefs.mcc, state.mcc_rest, graphdefs.disc,
       nnx.merge_state(state.disc_params, state.disc_rest), graphdefs.vgg, vgg_state, source, driving, transform,
@@ -44,7 +50,8 @@ def train_step(state: TrainState, batch: dict, vgg_state, *, graphdefs: Graphdef
   disc_params, disc_rest, opt_d = state.disc_params, state.disc_rest, state.opt_d
   if with_gan:
     disc_rest = nnx.merge_state(disc_rest, disc_stats)
-    (_, (d_terms, d_stats)), d_grads = jax.value_and_grad(discriminator_objective, has_aux=True)(
+    (_, (d_terms, d_stats)), d_grads = jax.value_and_grad(
+        device_groups.grouped_discriminator_objective(discriminator_objective, groups), has_aux=True)(
         disc_params, graphdefs.disc, disc_rest, driving, image)
     d_updates, opt_d = tx.update(d_grads, with_learning_rate(opt_d, lr), disc_params)
     disc_params = optax.apply_updates(disc_params, d_updates)
