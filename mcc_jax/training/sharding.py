@@ -43,3 +43,20 @@ def state_sharding(state, mesh: Mesh, *, min_fsdp_size: int = 2**14):
     return replicated(mesh)
 
   return jax.tree.map(spec, state)
+
+
+def put_global(tree, shardings):
+  """`jax.device_put` that also works when a sharding spans several processes: every process passes the same
+  host values and keeps its own devices' shards."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, shardings)
+
+  def put(x, sharding):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      impl = jax.random.key_impl(x)
+      data = put(jax.random.key_data(x), sharding)
+      return jax.jit(lambda d: jax.random.wrap_key_data(d, impl=impl), out_shardings=sharding)(data)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return jax.tree.map(put, tree, shardings)
