@@ -6,6 +6,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from clu import metrics as clu_metrics
 from flax import nnx
 
 from input_pipeline.pipeline import normalize
@@ -15,35 +16,67 @@ from mcc_jax.ops import make_coordinate_grid
 
 
 class MetricWriter:
+  """TensorBoard event files and `metrics.jsonl`, behind the method names of clu's `metric_writers.MetricWriter`.
+
+  clu's own writers import TensorFlow (its summary writer), which this project does not install; tensorboardX
+  writes the same event files. Only process 0 writes (`enabled`).
+  """
 
   def __init__(self, workdir, *, enabled: bool = True):
     self.enabled = enabled
     self.workdir = pathlib.Path(workdir)
-    self._tensorboard = None
     if enabled:
       from tensorboardX import SummaryWriter
       self._tensorboard = SummaryWriter(str(self.workdir / "tensorboard"))
       self._jsonl = open(self.workdir / "metrics.jsonl", "a")
 
-  def append_jsonl(self, step: int, metrics: dict) -> None:
+  def write_jsonl(self, step: int, metrics: dict) -> None:
+    """One line per iteration: the exact per-step values (the TensorBoard scalars are interval averages)."""
     if self.enabled:
       self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
       self._jsonl.flush()
 
-  def scalars(self, step: int, metrics: dict) -> None:
+  def write_scalars(self, step: int, scalars: dict) -> None:
     if self.enabled:
-      for name, value in metrics.items():
+      for name, value in scalars.items():
         self._tensorboard.add_scalar(name, value, step)
-      self._tensorboard.flush()
 
-  def image(self, step: int, name: str, image: np.ndarray) -> None:
+  def write_images(self, step: int, images: dict) -> None:
+    """images: name -> (H, W, 3) uint8."""
     if self.enabled:
-      self._tensorboard.add_image(name, image, step, dataformats="HWC")
+      for name, image in images.items():
+        self._tensorboard.add_image(name, image, step, dataformats="HWC")
+
+  def write_hparams(self, hparams: dict) -> None:
+    if self.enabled:
+      self._tensorboard.add_text("config", "\n".join(f"    {k}: {v}" for k, v in sorted(hparams.items())), 0)
+
+  def flush(self) -> None:
+    if self.enabled:
+      self._tensorboard.flush()
+      self._jsonl.flush()
 
   def close(self) -> None:
     if self.enabled:
       self._tensorboard.close()
       self._jsonl.close()
+
+
+class IntervalAverages:
+  """clu `metrics.Average` of every scalar since the last report."""
+
+  def __init__(self):
+    self._averages = {}
+
+  def add(self, metrics: dict) -> None:
+    for name, value in metrics.items():
+      average = clu_metrics.Average.from_model_output(np.float32(value))
+      self._averages[name] = self._averages[name].merge(average) if name in self._averages else average
+
+  def compute_and_reset(self) -> dict:
+    result = {name: float(average.compute()) for name, average in self._averages.items()}
+    self._averages = {}
+    return result
 
 
 @functools.partial(jax.jit, static_argnums=0)
