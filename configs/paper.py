@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       repeat=100, hflip_prob=0.5, time_flip_prob=0.5, worker_count=0))
   config.train = ml_collections.ConfigDict(dict(
       num_steps=250_000, global_batch_size=16, base_lr=8e-5, milestones=(200_000, 225_000), ema_decay=0.995,
-      net_d_start_iter=5001, perceptual_scales=(1.0, 0.5, 0.25, 0.125),
+      net_d_start_iter=5001, perceptual_weight=1.0, perceptual_scales=(1.0, 0.5, 0.25, 0.125),
       vgg19_path="",  # torchvision's vgg19-dcbb9e9d.pth; required unless allow_random_vgg19
       allow_random_vgg19=False,
       init_from="",  # an mcc_jax model checkpoint (e.g. converted official weights) to start from

@@ -18,7 +18,8 @@ def _config(data_dir: str, num_steps: int):
   config = quickstart.get_config()
   config.model.generator.update(n_layers_motion=1, n_layers_app=1)
   config.data.dir = data_dir
-  config.train.update(num_steps=num_steps, net_d_start_iter=0, base_lr=8e-5, milestones=(200_000, 225_000))
+  config.train.update(num_steps=num_steps, net_d_start_iter=0, base_lr=8e-5, milestones=(200_000, 225_000),
+                      perceptual_weight=1.0, allow_random_vgg19=True)
   config.checkpoint.update(every_steps=3, keep=3)
   config.log.update(every_steps=3, images_every_steps=6)
   return config
@@ -70,3 +71,11 @@ def test_missing_vgg19_refuses_to_start(data_dir, tmp_path):
   config.train.allow_random_vgg19 = False
   with pytest.raises(ValueError, match="vgg19_path"):
     train_and_evaluate(config, tmp_path)
+
+
+def test_without_perceptual_loss_no_vgg19_is_needed(data_dir, tmp_path):
+  config = _config(data_dir, 1)
+  config.train.update(perceptual_weight=0.0, allow_random_vgg19=False)
+  metrics = train_and_evaluate(config, tmp_path)
+  assert metrics["l_g_percep"] == 0.0 and metrics["l_g_percep_lr_0"] == 0.0
+  assert metrics["l_g_pix"] > 0.0

@@ -34,6 +34,9 @@ def _dataset_dir(config, workdir: pathlib.Path) -> str:
 
 def _vgg19(config):
   from mcc_jax.models.vgg import VGG19Features
+  if not config.train.perceptual_weight:
+    logging.warning("perceptual loss off (config.train.perceptual_weight = 0)")
+    return VGG19Features(rngs=nnx.Rngs(params=config.seed + 1))  # an unused argument of the step
   if config.train.vgg19_path:
     from mcc_jax.convert.vgg19 import load_vgg19
     return load_vgg19(config.train.vgg19_path)
@@ -103,7 +106,8 @@ def train_and_evaluate(config, workdir, *, on_step=None) -> dict:
     print(f"resumed from step {start}")
 
   options = dict(base_lr=train.base_lr, milestones=tuple(train.milestones), ema_decay=train.ema_decay,
-                 weights=LossWeights(perceptual_scales=tuple(train.perceptual_scales)),
+                 weights=LossWeights(perceptual=train.perceptual_weight,
+                                     perceptual_scales=tuple(train.perceptual_scales)),
                  bn_group_size=train.bn_group_size,
                  state_sharding=state_sharding, batch_sharding=sharding.batch_sharding(mesh),
                  replicated=sharding.replicated(mesh))

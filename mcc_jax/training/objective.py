@@ -66,8 +66,12 @@ def generator_objective(mcc_params, mcc_graphdef, mcc_rest, disc_graphdef, disc_
   out = model.generator(source, motion, gt=driving, inference=False)
   image = out["out"]
   terms = {}
-  recon_fn = lambda img: weights.pixel * losses.l1(img, driving) + weights.perceptual * losses.pyramid_perceptual_loss(
-      vgg, img, driving, weights.perceptual_scales)
+  def perceptual_fn(img):
+    if not weights.perceptual:  # skipped outright: VGG19 costs most of a small model's step
+      return jnp.zeros((), img.dtype)
+    return weights.perceptual * losses.pyramid_perceptual_loss(vgg, img, driving, weights.perceptual_scales)
+
+  recon_fn = lambda img: weights.pixel * losses.l1(img, driving) + perceptual_fn(img)
   new_disc_stats = nnx.state(nnx.merge(disc_graphdef, disc_state), nnx.BatchStat)
   if with_gan:
     def recon_and_gan(img):
@@ -90,8 +94,7 @@ def generator_objective(mcc_params, mcc_graphdef, mcc_rest, disc_graphdef, disc_
       out["motion_recon_list"], out["deformation_list"][:-1], weights.motion_recon)
   low_res = out["out_lr"][0]
   terms["l_g_pix_lr_0"] = weights.low_res * weights.pixel * losses.l1(low_res, driving)
-  terms["l_g_percep_lr_0"] = weights.low_res * weights.perceptual * losses.pyramid_perceptual_loss(
-      vgg, low_res, driving, weights.perceptual_scales)
+  terms["l_g_percep_lr_0"] = weights.low_res * perceptual_fn(low_res)
   terms["l_g_app_codebook_code"] = weights.app_code * sum(out["codebook_loss_app_list"])
   kp_transformed = model.motion_estimator.kp_detector(transform.transform_frame(driving))
   value, jacobian = losses.equivariance_losses(motion["kp_driving"], kp_transformed, transform)
