@@ -57,6 +57,7 @@ from PIL import Image
 from input_pipeline import face_crop
 from input_pipeline.clip_store import ClipMeta, ClipStore, safe_clip_id
 from input_pipeline.face_dataset import build_dataset, dataset_dir
+from mcc_jax.io.video import upright_rgb
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".webm", ".mkv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -166,12 +167,7 @@ class VideoReader:
     self.max_frames = max_frames
     self.fps = 25.0
 
-  @staticmethod
-  def to_array(frame) -> np.ndarray:
-    """The RGB frame, turned upright by its display rotation (phone videos), as ffmpeg's player does."""
-    array = frame.to_ndarray(format="rgb24")
-    turns = round(frame.rotation / 90) % 4
-    return np.ascontiguousarray(np.rot90(array, turns)) if turns else array
+  to_array = staticmethod(upright_rgb)  # the RGB frame turned by its display rotation (phone videos)
 
   @contextlib.contextmanager
   def open(self):

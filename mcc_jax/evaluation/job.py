@@ -147,6 +147,7 @@ def run_evaluation(options: EvaluationOptions, *, loaded=None) -> dict:
                   "result_frames": report.RESULTS_DIR if options.save_frames else None},
       "seconds": round(time.monotonic() - began, 1),
   }
+  summary["frames_per_s"] = round(result.frames / max(summary["seconds"], 1e-9), 3)  # model loading and compiles included
   report.write_summary(workdir, summary)
   return summary
 
