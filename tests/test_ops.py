@@ -465,3 +465,54 @@ def test_antialias_pipeline_matches_torch(scale):
 def test_antialias_scale_one_is_identity():
   x = jnp.ones((1, 4, 4, 2))
   assert antialias_downsample(x, jnp.ones((1, 1, 1, 2)), 1.0) is x
+
+
+# Sharding and dtypes of the sampling ops.
+
+def test_sampling_ops_keep_a_batch_sharded_input_local():
+  """grid_sample and resize_bilinear on a batch split over 8 devices compile to per-device work: no collectives."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+  devices = jax.devices()
+  if len(devices) < 2:
+    pytest.skip("needs several devices (tests/conftest.py sets 8 fake CPU devices)")
+  sharding = NamedSharding(Mesh(np.asarray(devices), ("data",)), PartitionSpec("data"))
+  rng = np.random.default_rng(9)
+  batch = len(devices)
+  image = jax.device_put(rng.uniform(-1, 1, (batch, 16, 12, 4)).astype(np.float32), sharding)
+  grid = jax.device_put(rng.uniform(-1.1, 1.1, (batch, 10, 14, 2)).astype(np.float32), sharding)
+
+  def sample(image, grid):
+    return (grid_sample(image, grid, align_corners=True),
+            grid_sample(image, grid, align_corners=False, padding_mode="reflection"),
+            resize_bilinear(image, 7, 30, align_corners=True), resize_bilinear(image, 33, 5, align_corners=False))
+
+  compiled = jax.jit(sample).lower(image, grid).compile()
+  loss = lambda image, grid: sum(jnp.sum(jnp.sin(y)) for y in sample(image, grid))
+  gradients = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(image, grid).compile()
+  for hlo in (compiled.as_text(), gradients.as_text()):
+    for collective in ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter"):
+      assert collective not in hlo, f"{collective} in the compiled sampling ops or their gradients"
+  for got, want in zip(compiled(image, grid), sample(np.asarray(image), np.asarray(grid))):
+    assert got.sharding.is_equivalent_to(sharding, got.ndim)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)  # fused vs op by op: a few ulps
+
+
+@pytest.mark.parametrize("in_hw,out_hw", [((16, 16), (4, 4)), ((5, 7), (13, 9))])
+def test_resize_bilinear_bfloat16_stays_bfloat16(in_hw, out_hw):
+  x = np.random.default_rng(10).uniform(-1, 1, (2, *in_hw, 3)).astype(np.float32)
+  got = resize_bilinear(jnp.asarray(x, jnp.bfloat16), *out_hw, align_corners=True)
+  assert got.dtype == jnp.bfloat16
+  want = _ref_resize(np.asarray(jnp.asarray(x, jnp.bfloat16), np.float32), *out_hw, align_corners=True)
+  np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=2e-2)
+
+
+def test_resize_bilinear_rejects_bad_inputs():
+  with pytest.raises(ValueError, match="NHWC"):
+    resize_bilinear(jnp.zeros((4, 4, 3)), 2, 2, align_corners=True)
+
+
+def test_resize_bilinear_gathers_taps_instead_of_matrix_products():
+  """Work proportional to the output: no dense (out x in) interpolation-matrix product in the compiled code."""
+  resize = jax.jit(lambda x: resize_bilinear(x, 64, 48, align_corners=True))
+  hlo = resize.lower(jnp.zeros((1, 256, 192, 8), jnp.float32)).compile().as_text()
+  assert " dot(" not in hlo and "convolution(" not in hlo
