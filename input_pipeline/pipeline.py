@@ -10,7 +10,6 @@ import io
 
 import grain
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
 from jax.sharding import NamedSharding, PartitionSpec
@@ -198,11 +197,6 @@ def device_batches(iterator, mesh: jax.sharding.Mesh, batch_axes=("data",)):
   """`to_device` over an iterator of numpy batches."""
   for batch in iterator:
     yield to_device(batch, mesh, batch_axes)
-
-
-def normalize(images_uint8: jax.Array, dtype=jnp.float32) -> jax.Array:
-  """uint8 -> [-1, 1] in `dtype`; meant to run on device."""
-  return images_uint8.astype(dtype) / 127.5 - 1.0
 
 
 def iterate_clips(data_dir, split: str, *, image_size: int = 256, process_index: int | None = None,

@@ -10,7 +10,8 @@ import pytest
 from input_pipeline.clip_store import ClipMeta, ClipStore, decode_jpeg, encode_jpeg
 from input_pipeline.face_dataset import build_dataset
 from input_pipeline.pipeline import (TrainPipelineConfig, iterate_clips, load_clip_index, make_train_dataset,
-                                     normalize, to_device)
+                                     to_device)
+from mcc_jax.io.images import normalize
 
 SIZE = 32
 CLIPS_PER_IDENTITY = (1, 3, 2, 1, 2, 3)

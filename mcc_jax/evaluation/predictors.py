@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from input_pipeline.pipeline import normalize
+from mcc_jax.io.images import normalize
 from mcc_jax.evaluation.relative_motion import movement_scale, relative_keypoints
 from mcc_jax.models.mcc import MCC
 from mcc_jax.training import sharding

@@ -1,8 +1,15 @@
 """Reading and writing still images as NHWC float arrays in [-1, 1]."""
 import pathlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+
+def normalize(images_uint8: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """uint8 -> [-1, 1] in `dtype`; meant to run on device."""
+  return images_uint8.astype(dtype) / 127.5 - 1.0
 
 
 def read_image(path, size: int | None = None) -> np.ndarray:

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from input_pipeline.pipeline import normalize
+from mcc_jax.io.images import normalize
 from mcc_jax import losses
 from mcc_jax.training import device_groups
 from mcc_jax.training.objective import LossWeights, discriminator_objective, generator_objective

@@ -9,7 +9,7 @@ import numpy as np
 from clu import metrics as clu_metrics
 from flax import nnx
 
-from input_pipeline.pipeline import normalize
+from mcc_jax.io.images import normalize
 from mcc_jax.io.images import to_uint8
 from mcc_jax.models.generator import warp
 from mcc_jax.ops import make_coordinate_grid
