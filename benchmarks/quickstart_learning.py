@@ -38,6 +38,8 @@ def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--config", default="configs/quickstart.py")
+  parser.add_argument("--split", default="test", help="test: held-out identities; train: the training clips")
+  parser.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the newest)")
   args = parser.parse_args()
   import importlib.util
   spec = importlib.util.spec_from_file_location("config", args.config)
@@ -52,13 +54,13 @@ def main() -> None:
   from mcc_jax.training.train_state import create_train_state
   workdir = pathlib.Path(args.workdir)
   data = config.data.dir or str(dataset_dir(workdir / "synthetic" / "data"))
-  clips = list(iterate_clips(data, "test", image_size=config.model.generator.img_size))
+  clips = list(iterate_clips(data, args.split, image_size=config.model.generator.img_size))
 
   initial = build_mcc(config.model, seed=config.seed)
   state = create_train_state(initial, build_discriminator(config.model, seed=config.seed + 2), jax.random.key(0))
   manager = checkpointing.make_manager(workdir / "checkpoints", every_steps=1, keep=1000)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-  step = manager.latest_step()
+  step = args.step if args.step is not None else manager.latest_step()
   state = manager.restore(step, args=checkpointing.ocp.args.Composite(
       state=checkpointing.ocp.args.StandardRestore(abstract)))["state"]
   trained = build_mcc(config.model, seed=config.seed)
