@@ -5,8 +5,10 @@ from flax import nnx
 
 from mcc_jax.models.antialias import AntiAliasDownsample
 from mcc_jax.models.hourglass import Hourglass
-from mcc_jax.models.layers import Conv2d
+from mcc_jax.models.layers import Conv2d, at_least_float32
 from mcc_jax.ops import grid_sample, kp2gaussian, make_coordinate_grid
+
+HIGHEST = jax.lax.Precision.HIGHEST  # coordinates: no reduced-precision passes on TPU
 
 
 def sparse_motions(kp_driving: dict, kp_source: dict, height: int, width: int) -> jnp.ndarray:
@@ -16,23 +18,27 @@ def sparse_motions(kp_driving: dict, kp_source: dict, height: int, width: int) -
   identity = make_coordinate_grid(height, width, value_s.dtype)
   coords = identity[None, None] - value_d[:, :, None, None, :]
   if kp_driving.get("jacobian") is not None:
-    jacobian = jnp.matmul(kp_source["jacobian"], jnp.linalg.inv(kp_driving["jacobian"]))
-    coords = jnp.einsum("bkij,bkhwj->bkhwi", jacobian, coords)
+    jacobian = jnp.matmul(kp_source["jacobian"], jnp.linalg.inv(kp_driving["jacobian"]), precision=HIGHEST)
+    coords = jnp.einsum("bkij,bkhwj->bkhwi", jacobian, coords, precision=HIGHEST)
   driving_to_source = coords + value_s[:, :, None, None, :]
   background = jnp.broadcast_to(identity[None, None], (b, 1, height, width, 2)).astype(driving_to_source.dtype)
   return jnp.concatenate([background, driving_to_source], axis=1)
 
 
 class DenseMotionNetwork(nnx.Module):
-  """Predicts soft masks over the K + 1 sparse motions and combines them into one flow, plus an occlusion map."""
+  """Predicts soft masks over the K + 1 sparse motions and combines them into one flow, plus an occlusion map.
+
+  Keypoint maps, sparse motions, the mask and occlusion heads and the flow compute in at least float32 whatever
+  `dtype` the hourglass uses."""
 
   def __init__(self, block_expansion: int, num_blocks: int, max_features: int, num_kp: int, num_channels: int,
                estimate_occlusion_map: bool = True, scale_factor: float = 1.0, kp_variance: float = 0.01, *,
-               dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
-    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.hourglass = Hourglass(block_expansion, (num_kp + 1) * (num_channels + 1), num_blocks, max_features, **kw)
-    self.mask = Conv2d(self.hourglass.out_filters, num_kp + 1, 7, padding=3, **kw)
-    self.occlusion = Conv2d(self.hourglass.out_filters, 1, 7, padding=3, **kw) if estimate_occlusion_map else None
+               remat: bool = False, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    self.hourglass = Hourglass(block_expansion, (num_kp + 1) * (num_channels + 1), num_blocks, max_features,
+                               remat=remat, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    head = dict(dtype=at_least_float32(dtype), param_dtype=param_dtype, rngs=rngs)
+    self.mask = Conv2d(self.hourglass.out_filters, num_kp + 1, 7, padding=3, **head)
+    self.occlusion = Conv2d(self.hourglass.out_filters, 1, 7, padding=3, **head) if estimate_occlusion_map else None
     self.down = AntiAliasDownsample(num_channels, scale_factor, param_dtype=param_dtype) if scale_factor != 1 else None
     self.num_kp = num_kp
     self.kp_variance = kp_variance
@@ -61,9 +67,8 @@ class DenseMotionNetwork(nnx.Module):
     hourglass_in = jnp.moveaxis(stacked, 1, 3).reshape(b, h, w, k1 * (c + 1))
     prediction = self.hourglass(hourglass_in)[-1]
 
-    mask_logits = self.mask(prediction)
-    mask = jax.nn.softmax(mask_logits.astype(jnp.promote_types(mask_logits.dtype, jnp.float32)), axis=-1)
-    deformation = jnp.einsum("bhwk,bkhwc->bhwc", mask.astype(motions.dtype), motions)
+    mask = jax.nn.softmax(self.mask(prediction), axis=-1)
+    deformation = jnp.einsum("bhwk,bkhwc->bhwc", mask.astype(motions.dtype), motions, precision=HIGHEST)
     out = {
         "sparse_motion": motions,
         "sparse_deformed": deformed,

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mcc_jax.models.layers import BatchNorm2d, Conv2d
+from mcc_jax.models.layers import BatchNorm2d, Conv2d, at_least_float32
 
 
 class VQGANDiscriminator(nnx.Module):
@@ -19,11 +19,12 @@ class VQGANDiscriminator(nnx.Module):
       stride = 2 if n < n_layers else 1
       layers += [Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1, use_bias=False, rngs=rngs, **kw),
                  BatchNorm2d(ndf * mult, **kw), None]
-    layers.append(Conv2d(ndf * mult, 1, 4, padding=1, rngs=rngs, **kw))
+    layers.append(Conv2d(ndf * mult, 1, 4, padding=1, rngs=rngs, dtype=at_least_float32(dtype),
+                         param_dtype=param_dtype))
     self.main = nnx.List(layers)
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    """(B, H, W, nc) -> patch logits (B, h, w, 1)."""
+    """(B, H, W, nc) -> patch logits (B, h, w, 1), in at least float32 (the final conv's dtype)."""
     for layer in self.main:
       x = jax.nn.leaky_relu(x, 0.2) if layer is None else layer(x)
     return x

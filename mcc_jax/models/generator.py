@@ -3,6 +3,10 @@
 Scales are named by their feature resolution, as in the official code: for a 256 px image the latent is 32 px
 and the scales are 32, 64, 128 and 256. Scale k (1-based) uses the first k/L of each codebook (L scales), and
 the motion flow is always refined at the dense-motion resolution (64 for 256 px).
+
+Under a bfloat16 `dtype`, flows, occlusions and sampling coordinates stay float32 (features are sampled in float32
+and stored back in bfloat16), and so do the VQ distances and attention softmaxes. With `remat`, the encoder and
+decoder blocks, the motion ResBlocks, the transformer layers and the fusion blocks are rematerialized.
 """
 from typing import Sequence
 
@@ -13,9 +17,10 @@ from flax.core import FrozenDict
 
 from mcc_jax.models.autoencoder import Decoder, Encoder
 from mcc_jax.models.fusion import FuseSFTBlock
-from mcc_jax.models.layers import Conv2d, Linear
+from mcc_jax.models.layers import Conv2d, Linear, at_least_float32
 from mcc_jax.models.motion_refinement import BasicMotionEncoder, RefineFlow
 from mcc_jax.models.quantizer import VectorQuantizer
+from mcc_jax.models.remat import call_block, rematerialized
 from mcc_jax.models.transformer import TransformerLayer
 from mcc_jax.models.vqgan_blocks import Downsample, ResBlock, Upsample, normalize
 from mcc_jax.ops import grid_sample, linspace_grid_float32, resize_bilinear
@@ -24,13 +29,16 @@ sg = jax.lax.stop_gradient
 
 
 def warp(feature: jnp.ndarray, flow: jnp.ndarray) -> jnp.ndarray:
-  """Backward-warp NHWC `feature` by an absolute (x, y) flow, resized (align_corners) to the feature size."""
+  """Backward-warp NHWC `feature` by an absolute (x, y) flow, resized (align_corners) to the feature size.
+
+  Sampling runs in the wider of the two dtypes (float32 coordinates); the result has `feature`'s dtype."""
   flow = resize_bilinear(flow, feature.shape[1], feature.shape[2], align_corners=True)
-  return grid_sample(feature, flow, align_corners=True)
+  return grid_sample(feature, flow, align_corners=True).astype(feature.dtype)
 
 
 def occlude(feature: jnp.ndarray, occlusion: jnp.ndarray) -> jnp.ndarray:
-  return feature * resize_bilinear(occlusion, feature.shape[1], feature.shape[2], align_corners=True)
+  occlusion = resize_bilinear(occlusion, feature.shape[1], feature.shape[2], align_corners=True)
+  return (feature * occlusion).astype(feature.dtype)
 
 
 class PatchLinear(nnx.Module):
@@ -64,8 +72,8 @@ class AppMotionCompFormer(nnx.Module):
                res_blocks: int = 2, attn_resolutions: Sequence[int] = (32,), emb_dim: int = 256,
                beta: float = 0.25, codebook_size_motion: int = 1024, codebook_size_app: int = 1024, n_head: int = 8,
                dim_embd_motion: int = 32, n_layers_motion: int = 2, dim_embd_app: int = 256, n_layers_app: int = 2,
-               num_kp: int = 15, flow_size: int = 64, dtype=jnp.float32, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               num_kp: int = 15, flow_size: int = 64, remat: bool = False, dtype=jnp.float32,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
     num_scales = len(ch_mult)
     latent = img_size // 2 ** (num_scales - 1)
     self.scales = tuple(latent * 2**i for i in range(num_scales))
@@ -85,8 +93,9 @@ class AppMotionCompFormer(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     pdt = dict(param_dtype=param_dtype, rngs=rngs)
 
-    self.encoder = Encoder(3, nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions, **kw)
-    self.generator = Decoder(nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions, **kw)
+    self.remat = remat
+    self.encoder = Encoder(3, nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions, remat=remat, **kw)
+    self.generator = Decoder(nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions, remat=remat, **kw)
     ends = self.encoder.level_ends
     # Encoder taps by resolution: the last block of each finer level. For the latent scale the appearance loss
     # taps the first residual (+ attention) block of the last level (block 11 officially), not the final output.
@@ -119,7 +128,7 @@ class AppMotionCompFormer(nnx.Module):
                                   for _ in range(n_layers_motion)])
     self.to_motion = nnx.List([Upsample(dim_embd_motion, **kw), ResBlock(dim_embd_motion, dim_embd_motion, **kw),
                                normalize(dim_embd_motion, dtype=dtype, param_dtype=param_dtype),
-                               Conv2d(dim_embd_motion, 2, 3, padding=1, **kw)])
+                               Conv2d(dim_embd_motion, 2, 3, padding=1, **dict(kw, dtype=at_least_float32(dtype)))])
     self.BasicMotionEncoder = BasicMotionEncoder(dim_embd_motion, **kw)
     self.to_context = nnx.List([Conv2d(self.channels[s], 192, 1, **kw) for s in self.scales])
     self.refine = RefineFlow(**kw)
@@ -135,23 +144,28 @@ class AppMotionCompFormer(nnx.Module):
   def _num_codes(self, codebook_size: int, scale_index: int) -> int:
     return codebook_size // len(self.scales) * (scale_index + 1)
 
+  def _apply_layers(self, layers, x: jnp.ndarray) -> jnp.ndarray:
+    for layer in layers:
+      x = call_block(layer, x, remat=self.remat and isinstance(layer, ResBlock))
+    return x
+
+  def _transformer(self, layer, tokens, context, grid_size: int, pos, key_padding_mask=None) -> jnp.ndarray:
+    call = rematerialized(lambda module, t, c, p, mask: module(t, c, grid_size, pos=p, key_padding_mask=mask),
+                          self.remat)
+    return call(layer, tokens, context, pos, key_padding_mask)
+
   def motion_codebook_compensation(self, displacement, query, context_feature, scale_index: int, training: bool):
     """One MCC step. displacement: (B, F, F, 2) flow minus identity, in pixels of the F x F flow grid.
 
     Returns the (B, F, F, 3) residual (flow in pixels, occlusion logit) and, in training, the VQ'd motion's
     reconstruction (pixels) and the VQ loss.
     """
-    motion_feature = sg(displacement)
-    for layer in self.motion_emb:
-      motion_feature = layer(motion_feature)
+    motion_feature = self._apply_layers(self.motion_emb, sg(displacement))
     num_codes = self._num_codes(self.codebook_size_motion, scale_index)
     extras = None
     if training:
       quantized, vq_loss, _ = self.quantize_motion(motion_feature, num_codes)
-      reconstruction = quantized
-      for layer in self.to_motion:
-        reconstruction = layer(reconstruction)
-      extras = (reconstruction, vq_loss)
+      extras = (self._apply_layers(self.to_motion, quantized), vq_loss)
     g = self.motion_grid
     query = resize_bilinear(query, g, g, align_corners=True)
     tokens = self.motion_query_enc_2(jnp.concatenate([motion_feature, query], axis=-1))
@@ -159,7 +173,7 @@ class AppMotionCompFormer(nnx.Module):
     tokens = tokens.reshape(b, g * g, -1)
     codebook = self.quantize_motion.codes(num_codes)
     for layer in self.motion_block:
-      tokens = layer(tokens, codebook, g, pos=self.position_emb_motion[...])
+      tokens = self._transformer(layer, tokens, codebook, g, self.position_emb_motion[...])
     retrieved = resize_bilinear(tokens.reshape(b, g, g, -1), self.flow_size, self.flow_size, align_corners=True)
     encoding = self.BasicMotionEncoder(displacement, retrieved)
     context = jax.nn.relu(self.to_context[scale_index](context_feature))
@@ -184,7 +198,7 @@ class AppMotionCompFormer(nnx.Module):
       tokens = embed(patchify(feature, s // g))
     codebook = self.quantize_app.codes(self._num_codes(self.codebook_size_app, scale_index))
     for i, layer in enumerate(self.app_block):
-      tokens = layer(tokens, codebook, g, pos=self.position_emb_app[...], key_padding_mask=ignore if i == 0 else None)
+      tokens = self._transformer(layer, tokens, codebook, g, self.position_emb_app[...], ignore if i == 0 else None)
     unembed = getattr(self, f"to_app_feat_{s}")
     if scale_index == 0:
       return unembed(tokens.reshape(b, g, g, -1))
@@ -250,16 +264,17 @@ class AppMotionCompFormer(nnx.Module):
     x = lq_feat
     x_lr = lq_feat if training else None
     last = len(self.generator.blocks) - 1
-    for i, block in enumerate(self.generator.blocks):
+    fuse = rematerialized(lambda block, enc_feature, dec_feature: block(enc_feature, dec_feature, w), self.remat)
+    for i in range(len(self.generator.blocks)):
       if i == last:
         last_layer_input = x
-      x = block(x)
+      x = self.generator.apply_block(i, x)
       if x_lr is not None:
-        x_lr = block(x_lr)
+        x_lr = self.generator.apply_block(i, x_lr)
       if i in self.decoder_fuse and w > 0:
         s = self.decoder_fuse[i]
         fused = compensate(enc[s], self.scales.index(s), occlusions[-1])
-        x = self.fuse_convs_dict[str(s)](fused, x, w)
+        x = fuse(self.fuse_convs_dict[str(s)], fused, x)
         x = x + self.fuse_ms_dict[str(s)](fused)
 
     out = {

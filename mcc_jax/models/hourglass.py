@@ -1,9 +1,10 @@
-"""FOMM's hourglass (U-Net) with BatchNorm down/up blocks, NHWC."""
+"""FOMM's hourglass (U-Net) with BatchNorm down/up blocks, NHWC; with `remat` each block is rematerialized."""
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from mcc_jax.models.layers import BatchNorm2d, Conv2d
+from mcc_jax.models.remat import call_block
 from mcc_jax.ops import upsample_nearest2x
 
 
@@ -40,23 +41,24 @@ def _width(block_expansion: int, max_features: int, level: int) -> int:
 class HourglassEncoder(nnx.Module):
 
   def __init__(self, block_expansion: int, in_features: int, num_blocks: int, max_features: int, *,
-               dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               remat: bool = False, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.down_blocks = nnx.List([
         DownBlock2d(in_features if i == 0 else _width(block_expansion, max_features, i),
                     _width(block_expansion, max_features, i + 1), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         for i in range(num_blocks)])
+    self.remat = remat
 
   def __call__(self, x: jnp.ndarray) -> list[jnp.ndarray]:
     outs = [x]
     for block in self.down_blocks:
-      outs.append(block(outs[-1]))
+      outs.append(call_block(block, outs[-1], remat=self.remat))
     return outs
 
 
 class HourglassDecoder(nnx.Module):
 
   def __init__(self, block_expansion: int, in_features: int, num_blocks: int, max_features: int, *,
-               dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               remat: bool = False, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
     blocks = []
     for i in reversed(range(num_blocks)):
       in_filters = (1 if i == num_blocks - 1 else 2) * _width(block_expansion, max_features, i + 1)
@@ -64,6 +66,7 @@ class HourglassDecoder(nnx.Module):
                               param_dtype=param_dtype, rngs=rngs))
     self.up_blocks = nnx.List(blocks)
     self.out_filters = block_expansion + in_features
+    self.remat = remat
 
   def __call__(self, skips: list[jnp.ndarray]) -> list[jnp.ndarray]:
     """Returns the output of every up block concatenated with its skip; the last is the final feature map."""
@@ -71,7 +74,7 @@ class HourglassDecoder(nnx.Module):
     out = skips.pop()
     outs = []
     for block in self.up_blocks:
-      out = jnp.concatenate([block(out), skips.pop()], axis=-1)
+      out = jnp.concatenate([call_block(block, out, remat=self.remat), skips.pop()], axis=-1)
       outs.append(out)
     return outs
 
@@ -79,8 +82,8 @@ class HourglassDecoder(nnx.Module):
 class Hourglass(nnx.Module):
 
   def __init__(self, block_expansion: int, in_features: int, num_blocks: int, max_features: int, *,
-               dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
-    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+               remat: bool = False, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    kw = dict(remat=remat, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.encoder = HourglassEncoder(block_expansion, in_features, num_blocks, max_features, **kw)
     self.decoder = HourglassDecoder(block_expansion, in_features, num_blocks, max_features, **kw)
     self.out_filters = self.decoder.out_filters

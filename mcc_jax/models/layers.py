@@ -80,8 +80,9 @@ class Linear(nnx.Module):
     return y
 
 
-def _stats_dtype(dtype):
-  """Normalisation statistics run in at least float32."""
+def at_least_float32(dtype):
+  """The dtype for numerics that bfloat16 would spoil (norm statistics, softmaxes, coordinates): float32, or
+  `dtype` when it is wider (float64 parity runs)."""
   return jnp.promote_types(dtype, jnp.float32)
 
 
@@ -100,7 +101,7 @@ class GroupNorm(nnx.Module):
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     b, h, w, c = x.shape
-    xs = x.astype(_stats_dtype(x.dtype)).reshape(b, h, w, self.num_groups, c // self.num_groups)
+    xs = x.astype(at_least_float32(x.dtype)).reshape(b, h, w, self.num_groups, c // self.num_groups)
     mean = jnp.mean(xs, axis=(1, 2, 4), keepdims=True)
     var = jnp.mean(jnp.square(xs - mean), axis=(1, 2, 4), keepdims=True)
     y = ((xs - mean) * jax.lax.rsqrt(var + self.eps)).reshape(b, h, w, c)
@@ -119,7 +120,7 @@ class LayerNorm(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    xs = x.astype(_stats_dtype(x.dtype))
+    xs = x.astype(at_least_float32(x.dtype))
     mean = jnp.mean(xs, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(xs - mean), axis=-1, keepdims=True)
     y = (xs - mean) * jax.lax.rsqrt(var + self.eps)
@@ -139,15 +140,15 @@ class BatchNorm2d(nnx.Module):
                param_dtype=jnp.float32, rngs: nnx.Rngs | None = None):
     self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
     self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
-    self.mean = nnx.BatchStat(jnp.zeros((num_features,), _stats_dtype(param_dtype)))
-    self.var = nnx.BatchStat(jnp.ones((num_features,), _stats_dtype(param_dtype)))
+    self.mean = nnx.BatchStat(jnp.zeros((num_features,), at_least_float32(param_dtype)))
+    self.var = nnx.BatchStat(jnp.ones((num_features,), at_least_float32(param_dtype)))
     self.eps = eps
     self.momentum = momentum
     self.use_running_average = False
     self.dtype = dtype
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    xs = x.astype(_stats_dtype(x.dtype))
+    xs = x.astype(at_least_float32(x.dtype))
     if self.use_running_average:
       mean = self.mean[...].astype(xs.dtype)
       var = self.var[...].astype(xs.dtype)

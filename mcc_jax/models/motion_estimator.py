@@ -9,9 +9,9 @@ from mcc_jax.models.keypoint_detector import KPDetector
 class MotionEstimator(nnx.Module):
   """`Motion_Estimator_keypoint_aware`: `kp_detector` and `dense_motion_network`, under the official names."""
 
-  def __init__(self, *, num_kp: int, num_channels: int, kp_detector: dict, dense_motion: dict, dtype=jnp.float32,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
-    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+  def __init__(self, *, num_kp: int, num_channels: int, kp_detector: dict, dense_motion: dict, remat: bool = False,
+               dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    kw = dict(remat=remat, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.kp_detector = KPDetector(num_kp=num_kp, num_channels=num_channels, **kp_detector, **kw)
     self.dense_motion_network = DenseMotionNetwork(num_kp=num_kp, num_channels=num_channels, **dense_motion, **kw)
 

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mcc_jax.models.layers import Conv2d
+from mcc_jax.models.layers import Conv2d, at_least_float32
 
 
 class BasicMotionEncoder(nnx.Module):
@@ -26,15 +26,18 @@ class BasicMotionEncoder(nnx.Module):
 
 
 class RefineFlow(nnx.Module):
-  """(motion encoding, 192-channel context) -> (flow residual in pixels (2), occlusion logit residual (1))."""
+  """(motion encoding, 192-channel context) -> (flow residual in pixels (2), occlusion logit residual (1)).
+
+  The two output convs compute in at least float32, so the residual is float32 under a bfloat16 `dtype`."""
 
   def __init__(self, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    head = dict(kw, dtype=at_least_float32(dtype))
     self.convc1 = Conv2d(192, 128, 3, padding=1, **kw)
     self.conv1 = Conv2d(256, 128, 3, padding=1, **kw)
-    self.conv2 = Conv2d(128, 2, 3, padding=1, **kw)
+    self.conv2 = Conv2d(128, 2, 3, padding=1, **head)
     self.convo1 = Conv2d(256, 128, 3, padding=1, **kw)
-    self.convo2 = Conv2d(128, 1, 3, padding=1, **kw)
+    self.convo2 = Conv2d(128, 1, 3, padding=1, **head)
 
   def __call__(self, motion_encoding: jnp.ndarray, context: jnp.ndarray) -> jnp.ndarray:
     relu = jax.nn.relu

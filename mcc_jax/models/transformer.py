@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mcc_jax.models.layers import Conv2d, LayerNorm, Linear, uniform
+from mcc_jax.models.layers import Conv2d, LayerNorm, Linear, at_least_float32, uniform
 
 
 class MultiheadAttention(nnx.Module):
@@ -45,8 +45,7 @@ class MultiheadAttention(nnx.Module):
     k = self._project(key, 1)
     v = self._project(value, 2)
     kv = "bkhd" if k.ndim == 4 else "khd"
-    logits = jnp.einsum(f"bqhd,{kv}->bhqk", q, k)
-    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    logits = jnp.einsum(f"bqhd,{kv}->bhqk", q, k, preferred_element_type=at_least_float32(q.dtype))
     if key_padding_mask is not None:
       mask = key_padding_mask & ~jnp.all(key_padding_mask, axis=-1, keepdims=True)
       logits = jnp.where(mask[:, None, None, :], -jnp.inf, logits)

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mcc_jax.models.layers import Conv2d, GroupNorm, swish
+from mcc_jax.models.layers import Conv2d, GroupNorm, at_least_float32, swish
 from mcc_jax.ops import upsample_nearest2x
 
 
@@ -33,7 +33,9 @@ class ResBlock(nnx.Module):
 
 
 class AttnBlock(nnx.Module):
-  """Single-head spatial self-attention over all H*W positions, scaled by channels**-0.5, with a residual."""
+  """Single-head spatial self-attention over all H*W positions, scaled by channels**-0.5, with a residual.
+
+  Logits and softmax are at least float32 under a bfloat16 `dtype`."""
 
   def __init__(self, channels: int, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype)
@@ -49,8 +51,8 @@ class AttnBlock(nnx.Module):
     q = self.q(hn).reshape(b, h * w, c)
     k = self.k(hn).reshape(b, h * w, c)
     v = self.v(hn).reshape(b, h * w, c)
-    logits = jnp.einsum("bqc,bkc->bqk", q, k) * (c**-0.5)
-    weights = jax.nn.softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
+    logits = jnp.einsum("bqc,bkc->bqk", q, k, preferred_element_type=at_least_float32(q.dtype)) * (c**-0.5)
+    weights = jax.nn.softmax(logits, axis=-1)
     out = jnp.einsum("bqk,bkc->bqc", weights.astype(v.dtype), v).reshape(b, h, w, c)
     return x + self.proj_out(out)
 
