@@ -163,3 +163,12 @@ def format_number(value, digits: int = 3) -> str:
   if value is None:
     return "-"
   return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def print_peaks_and_skipped(report: dict) -> None:
+  """The table footer both benchmarks print: the matmul peak behind each dtype's MFU, and skipped dtypes."""
+  for dtype_name, peak in report["peak"].items():
+    print(f"MFU peak ({dtype_name}): {peak['flops_per_s'] / 1e12:.3f} TFLOP/s measured on a "
+          f"{peak['matmul_size']}^2 matmul")
+  for skipped in report["skipped"]:
+    print(f"skipped {skipped['dtype']}: {skipped['reason']}")

@@ -321,11 +321,7 @@ def print_table(report: dict) -> None:
     print(f"{row['dtype']:9s}  {row['batch']:5d}  {f(row['frames_per_s']):9s}  {f(row['median_s']):9s}  "
           f"{f(row['gflop_per_item'], 4):12s}  {f(row['mfu']):7s}  {f(official.get('frames_per_s')):13s}  "
           f"{f(row.get('speedup_vs_official'))}")
-  for dtype_name, peak in report["peak"].items():
-    print(f"MFU peak ({dtype_name}): {peak['flops_per_s'] / 1e12:.3f} TFLOP/s measured on a "
-          f"{peak['matmul_size']}^2 matmul")
-  for skipped in report["skipped"]:
-    print(f"skipped {skipped['dtype']}: {skipped['reason']}")
+  _common.print_peaks_and_skipped(report)
 
 
 if __name__ == "__main__":

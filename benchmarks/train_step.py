@@ -147,11 +147,7 @@ def print_table(report: dict) -> None:
       continue
     print(f"{row['dtype']:9s}  {row['batch']:5d}  {f(row['samples_per_s']):9s}  {f(row['median_s']):9s}  "
           f"{f(row['gflop_per_item'], 4):13s}  {f(row['mfu'])}")
-  for dtype_name, peak in report["peak"].items():
-    print(f"MFU peak ({dtype_name}): {peak['flops_per_s'] / 1e12:.3f} TFLOP/s measured on a "
-          f"{peak['matmul_size']}^2 matmul")
-  for skipped in report["skipped"]:
-    print(f"skipped {skipped['dtype']}: {skipped['reason']}")
+  _common.print_peaks_and_skipped(report)
 
 
 if __name__ == "__main__":
