@@ -10,7 +10,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del arg
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.dtype = "float32"
   config.model = ml_collections.ConfigDict()
   config.model.dtype = "float32"  # compute dtype, "float32" | "bfloat16" (parameters, norm statistics, losses: fp32)
   config.model.remat = False  # rematerialize each block in the backward pass (less memory, ~1/3 more compute)

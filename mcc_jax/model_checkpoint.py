@@ -21,6 +21,8 @@ STATE_DIR = "state"
 
 
 def _jsonable(value):
+  if hasattr(value, "to_dict"):
+    value = value.to_dict()
   if isinstance(value, dict):
     return {k: _jsonable(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
@@ -50,13 +52,25 @@ def read_model_config(directory) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(path.read_text())["model"])
 
 
-def load_model(directory, *, dtype=jnp.float32, param_dtype=jnp.float32) -> MCC:
-  """The MCC model saved in `directory` (eval mode)."""
+def check_architecture(directory, model_config) -> None:
+  """Raise if the model saved in `directory` is not the one `model_config` describes (compute dtype and remat
+  aside: they do not change the variables)."""
+  saved = read_model_config(directory)
+  for section in ("motion_estimator", "generator"):
+    have, want = _jsonable(saved[section]), _jsonable(model_config[section])
+    differ = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    if differ:
+      raise ValueError(f"{directory} holds a different {section} than the config: "
+                       + ", ".join(f"{k} saved {have.get(k)!r} vs config {want.get(k)!r}" for k in differ))
+
+
+def load_model(directory, *, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False) -> MCC:
+  """The MCC model saved in `directory` (eval mode), computing in `dtype`."""
   directory = pathlib.Path(directory).absolute()
   model_config = read_model_config(directory)
   if not (directory / STATE_DIR).exists():
     raise FileNotFoundError(f"{directory} has no {STATE_DIR}/ directory with the model variables")
-  model = nnx.eval_shape(lambda: build_mcc(model_config, dtype=dtype, param_dtype=param_dtype))
+  model = nnx.eval_shape(lambda: build_mcc(model_config, dtype=dtype, param_dtype=param_dtype, remat=remat))
   abstract = nnx.state(model)
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(abstract))
   checkpointer = ocp.StandardCheckpointer()

@@ -47,11 +47,14 @@ def _vgg19(config):
   return VGG19Features(rngs=nnx.Rngs(params=config.seed + 1))
 
 
-def _networks(config):
-  from mcc_jax.models.factory import build_discriminator, build_mcc
+def build_networks(config):
+  """The MCC (from `config.train.init_from` when set) and the discriminator, in training mode."""
+  from mcc_jax.models.factory import build_discriminator, build_mcc, compute_dtype
   if config.train.init_from:
-    from mcc_jax.model_checkpoint import load_model
-    mcc = load_model(config.train.init_from)
+    from mcc_jax.model_checkpoint import check_architecture, load_model
+    check_architecture(config.train.init_from, config.model)
+    mcc = load_model(config.train.init_from, dtype=compute_dtype(config.model), remat=config.model.remat)
+    mcc.train()
   else:
     mcc = build_mcc(config.model, seed=config.seed)
   return mcc, build_discriminator(config.model, seed=config.seed + 2)
@@ -88,7 +91,7 @@ def train_and_evaluate(config, workdir, *, on_step=None) -> dict:
       image_size=config.model.generator.img_size, worker_count=config.data.worker_count)
   iterator = iter(make_train_dataset(data))
 
-  mcc, disc = _networks(config)
+  mcc, disc = build_networks(config)
   vgg = _vgg19(config)
   graphdefs = Graphdefs(nnx.graphdef(mcc), nnx.graphdef(disc), nnx.graphdef(vgg))
   state = create_train_state(mcc, disc, jax.random.key(config.seed))
