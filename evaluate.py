@@ -33,6 +33,8 @@ flags.DEFINE_boolean("ema", True, "training checkpoint: use the EMA generator (a
 flags.DEFINE_integer("step", None, "training checkpoint: this step instead of the newest")
 flags.DEFINE_enum("predictor", "model", ["model", "copy_source", "copy_driving"],
                   "what makes the results: the model, or a baseline that copies the source / the driving frame")
+flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "compute dtype of the model (default: the training "
+                  "config's model.dtype, float32 for a model checkpoint)")
 flags.DEFINE_list("metrics", None, "only these metrics (default: every metric of the mode)")
 flags.DEFINE_string("lpips-backbone", None, "torchvision VGG16 (or AlexNet) weights for LPIPS")
 flags.DEFINE_enum("lpips-net", "vgg", ["vgg", "alex"], "LPIPS backbone")
@@ -57,6 +59,7 @@ def main(argv):
       pairs=value("pairs"), split=value("split"), clips=tuple(value("clips")) if value("clips") else None,
       num_videos=value("num-videos"), save_frames=value("save-frames"), max_frames=value("max-frames"), batch_size=value("batch-size"),
       adapt_scale=value("adapt-scale"), use_ema=value("ema"), step=value("step"), predictor=value("predictor"),
+      dtype=value("dtype"),
       metrics=MetricOptions(
           metrics=tuple(value("metrics")) if value("metrics") else None, lpips_backbone=value("lpips-backbone"),
           lpips_net=value("lpips-net"), lpips_heads=value("lpips-heads"), fid_weights=value("fid-weights"),

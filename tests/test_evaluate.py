@@ -239,6 +239,18 @@ def test_training_checkpoint_gives_the_ema_generator(loaded, tmp_path):
   for ours, saved in ((params["generator"], state.ema), (params["motion_estimator"],
                                                          state.mcc_params["motion_estimator"]), (rest, state.mcc_rest)):
     jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(ours), nnx.to_pure_dict(saved))
+  assert loaded.dtype == "float32" and loaded.model.generator.encoder.blocks[1].conv1.dtype == jnp.float32
+  config.dtype = "bfloat16"  # a bf16 training run is evaluated in bf16 unless asked otherwise
+  assert load_for_evaluation(tmp_path / "run", config).model.generator.encoder.blocks[1].conv1.dtype == jnp.bfloat16
+  assert load_for_evaluation(tmp_path / "run", config, dtype="float32").dtype == "float32"
+
+
+def test_compute_dtype_of_a_model_checkpoint(checkpoint):
+  loaded = load_for_evaluation(checkpoint, dtype="bfloat16")
+  assert loaded.dtype == "bfloat16" and loaded.model.generator.encoder.blocks[1].conv1.dtype == jnp.bfloat16
+  assert loaded.model.motion_estimator.kp_detector.predictor.encoder.down_blocks[0].conv.dtype == jnp.float32
+  with pytest.raises(ValueError, match="dtype must be one of"):
+    load_for_evaluation(checkpoint, dtype="float16")
 
 
 def test_clear_errors(checkpoint, loaded, video_folder, tmp_path):
@@ -271,9 +283,10 @@ def test_command_line(checkpoint, video_folder, tmp_path):
   root = pathlib.Path(__file__).resolve().parents[1]
   command = [sys.executable, str(root / "evaluate.py"), f"--checkpoint={checkpoint}", f"--data={video_folder}",
              f"--workdir={tmp_path}", "--predictor=copy_driving", "--metrics=l1", "--max-frames=2", "--num-videos=0",
-             "--clips=retalking_face1"]
+             "--clips=retalking_face1", "--dtype=bfloat16"]
   done = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=300,
                         env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
   assert done.returncode == 0, done.stderr[-2000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert (summary["clips"], summary["frames"], summary["metrics"]["l1"]["value"]) == (1, 2, 0.0)
+  assert summary["settings"]["dtype"] == "bfloat16"

@@ -28,6 +28,7 @@ class EvaluationModel:
   generator_weights: str  # "ema" or "as saved" / "raw (not EMA)"
   path: str
   metadata: dict
+  dtype: str = "float32"  # compute dtype
 
 
 def _training_checkpoints(path: pathlib.Path) -> tuple[pathlib.Path, int | None] | None:
@@ -40,11 +41,11 @@ def _training_checkpoints(path: pathlib.Path) -> tuple[pathlib.Path, int | None]
   return None
 
 
-def _restore_training(checkpoints: pathlib.Path, step: int | None, model_config, use_ema: bool):
+def _restore_training(checkpoints: pathlib.Path, step: int | None, model_config, use_ema: bool, dtype):
   """Restores only the train state's step, networks and EMA (partial restore: no discriminator, no optimiser)."""
   from mcc_jax.models.factory import build_mcc
 
-  model = nnx.eval_shape(lambda: build_mcc(model_config))
+  model = nnx.eval_shape(lambda: build_mcc(model_config, dtype=dtype, remat=False))
   _, params, rest = nnx.split(model, nnx.Param, ...)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   wanted = {"step": jax.ShapeDtypeStruct((), jnp.int32), "mcc_params": params, "mcc_rest": rest,
@@ -75,19 +76,24 @@ def _restore_training(checkpoints: pathlib.Path, step: int | None, model_config,
   return model, int(step)
 
 
-def load_for_evaluation(checkpoint, model_config=None, *, use_ema: bool = True,
-                        step: int | None = None) -> EvaluationModel:
+def load_for_evaluation(checkpoint, model_config=None, *, use_ema: bool = True, step: int | None = None,
+                        dtype: str | None = None) -> EvaluationModel:
   """The model in `checkpoint` (see the module docstring); `model_config` (a config's `model` section) is needed
-  for training checkpoints only, and `step` picks one of them (default: the newest)."""
+  for training checkpoints only, and `step` picks one of them (default: the newest). `dtype` ("float32" or
+  "bfloat16") is the compute dtype; None: the training config's `model.dtype`, float32 for a model checkpoint."""
+  from mcc_jax.models.factory import COMPUTE_DTYPES, compute_dtype
+  if dtype is not None and dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"dtype must be one of {sorted(COMPUTE_DTYPES)}; got {dtype!r}")
   path = pathlib.Path(checkpoint)
   if not path.exists():
     raise FileNotFoundError(f"checkpoint not found: {path}")
   if (path / CONFIG_FILE).is_file():
     metadata = json.loads((path / CONFIG_FILE).read_text()).get("metadata", {})
-    model = load_model(path)
+    dtype = dtype or "float32"
+    model = load_model(path, dtype=COMPUTE_DTYPES[dtype])
     return EvaluationModel(model=model, model_config=read_model_config(path).to_dict(), step=metadata.get("step"),
                            kind="model checkpoint", generator_weights="as saved", path=str(path.absolute()),
-                           metadata=metadata)
+                           metadata=metadata, dtype=dtype)
   training = _training_checkpoints(path)
   if training is None:
     raise FileNotFoundError(f"{path} is neither an mcc_jax model checkpoint ({CONFIG_FILE} + state/) nor a training "
@@ -95,9 +101,10 @@ def load_for_evaluation(checkpoint, model_config=None, *, use_ema: bool = True,
   if model_config is None:
     raise ValueError(f"{path} is a training checkpoint: pass --config (the run's config) for the model's shapes")
   checkpoints, found_step = training
+  dtype = dtype or model_config.get("dtype", "float32")
   model, restored_step = _restore_training(checkpoints, step if step is not None else found_step, model_config,
-                                           use_ema)
+                                           use_ema, compute_dtype({"dtype": dtype}))
   config = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
   return EvaluationModel(model=model, model_config=config, step=restored_step, kind="training checkpoint",
                          generator_weights="ema" if use_ema else "raw (not EMA)", path=str(path.absolute()),
-                         metadata={"checkpoints": str(checkpoints.absolute())})
+                         metadata={"checkpoints": str(checkpoints.absolute())}, dtype=dtype)

@@ -54,6 +54,7 @@ class EvaluationOptions:
   use_ema: bool = True
   step: int | None = None
   predictor: str = "model"
+  dtype: str | None = None  # compute dtype; None: the training config's model.dtype, or float32
   metrics: MetricOptions = dataclasses.field(default_factory=MetricOptions)
   progress: bool = True
 
@@ -87,7 +88,7 @@ def run_evaluation(options: EvaluationOptions, *, loaded=None) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   if loaded is None:
     loaded = load_for_evaluation(options.checkpoint, _config_model(options.config), use_ema=options.use_ema,
-                                 step=options.step)
+                                 step=options.step, dtype=options.dtype)
   if options.config is not None and _as_json(options.config.model) != _as_json(loaded.model_config):
     print("warning: the model of --config differs from the checkpoint's; the checkpoint's is used")
   size = loaded.model.img_size
@@ -140,7 +141,7 @@ def run_evaluation(options: EvaluationOptions, *, loaded=None) -> dict:
       "data": {"path": str(pathlib.Path(options.data).absolute()), "clips": clips.description,
                "split": options.split, "pairs": str(pathlib.Path(options.pairs).absolute()) if options.pairs
                else "generated", "pairs_file": PAIRS_FILE, "max_frames": options.max_frames, "image_size": size},
-      "settings": {"batch_size": options.batch_size, "devices": mesh.size, "platform": jax.devices()[0].platform,
+      "settings": {"dtype": loaded.dtype, "batch_size": options.batch_size, "devices": mesh.size, "platform": jax.devices()[0].platform,
                    "relative_motion": options.mode == "cross_identity", "adapt_scale": options.adapt_scale,
                    "face_size": options.metrics.face_size},
       "outputs": {"per_clip": report.CLIPS_FILE, "videos": videos,
