@@ -1,4 +1,5 @@
-"""The training loop: exact resume after SIGTERM, a corrupt latest checkpoint skipped, VGG19 refusal."""
+"""The training loop: exact resume after SIGTERM, a corrupt latest checkpoint skipped, VGG19 refusal, the halt on a
+non-finite loss."""
 import json
 import pathlib
 import signal
@@ -79,3 +80,20 @@ def test_without_perceptual_loss_no_vgg19_is_needed(data_dir, tmp_path):
   metrics = train_and_evaluate(config, tmp_path)
   assert metrics["l_g_percep"] == 0.0 and metrics["l_g_percep_lr_0"] == 0.0
   assert metrics["l_g_pix"] > 0.0
+
+
+def test_non_finite_loss_halts_with_the_batch_ids(data_dir, tmp_path):
+  import jax.numpy as jnp
+
+  from mcc_jax.model_checkpoint import save_model
+  from mcc_jax.models.factory import build_mcc
+  from mcc_jax.training.loop import NonFiniteLossError
+  config = _config(data_dir, 2)
+  model = build_mcc(config.model, seed=config.seed)
+  model.generator.position_emb_app[...] = jnp.full_like(model.generator.position_emb_app[...], jnp.nan)
+  config.train.init_from = str(save_model(model, config.model, tmp_path / "poisoned"))
+  with pytest.raises(NonFiniteLossError, match="at step 1"):
+    train_and_evaluate(config, tmp_path / "run")
+  record = json.loads((tmp_path / "run" / "nonfinite_batch.json").read_text())
+  assert record["step"] == 1 and len(record["item_index"]) == config.train.global_batch_size
+  assert not (tmp_path / "run" / "checkpoints" / "1").exists()  # the poisoned state is not saved

@@ -121,6 +121,35 @@ def train_and_evaluate(config, workdir, *, on_step=None) -> dict:
   writer.write_hparams(_flat_config(config))
   averages = IntervalAverages()
   metrics, timer = {}, (time.perf_counter(), start)
+
+  def finish(step: int, device_metrics, item_index) -> dict:
+    """The host's side of a dispatched step: wait for its metrics, halt if the loss is not finite, log."""
+    nonlocal timer
+    metrics = _host_scalars(device_metrics)
+    loss = metrics["l_g_total"]
+    if not np.isfinite(loss):
+      (workdir / "nonfinite_batch.json").write_text(json.dumps(
+          {"step": step, "item_index": np.asarray(item_index).tolist(), "l_g_total": loss}))
+      raise NonFiniteLossError(f"non-finite generator loss {loss} at step {step}; the batch's item ids are "
+                               f"in {workdir / 'nonfinite_batch.json'}")
+    writer.write_jsonl(step, metrics)
+    averages.add(metrics)
+    if step % config.log.every_steps == 0 or step == train.num_steps:
+      elapsed = time.perf_counter() - timer[0]
+      rate = (step - timer[1]) / max(elapsed, 1e-9)
+      timer = (time.perf_counter(), step)
+      eta = (train.num_steps - step) / max(rate, 1e-9)
+      interval = averages.compute_and_reset()
+      writer.write_scalars(step, {**interval, "steps_per_s": rate, "eta_minutes": eta / 60})
+      writer.flush()
+      print(f"step {step}/{train.num_steps}  l_g_total {interval['l_g_total']:.4f}  "
+            f"l_g_pix {interval['l_g_pix']:.4f}  {rate:.2f} steps/s  eta {eta / 60:.1f} min", flush=True)
+    return metrics
+
+  # A step's metrics are read after the next step is dispatched, so the host loads and logs while the devices
+  # compute; the transfer guard turns any implicit transfer in the dispatch into an error. Before a checkpoint or
+  # an image grid the step is finished first, so no state with a non-finite loss is ever saved.
+  pending = None
   try:
     for step in range(start, train.num_steps):
       with_gan = step + 1 > train.net_d_start_iter
@@ -129,31 +158,21 @@ def train_and_evaluate(config, workdir, *, on_step=None) -> dict:
       batch = next(iterator)
       item_index = batch.pop("item_index")
       device_batch = to_device({"source": batch["source"], "driving": batch["driving"]}, mesh, sharding.BATCH_AXES)
-      state, step_metrics = steps[with_gan](state, device_batch, vgg_state)
-      loss = float(step_metrics["l_g_total"])
-      if not np.isfinite(loss):
-        (workdir / "nonfinite_batch.json").write_text(json.dumps(
-            {"step": step + 1, "item_index": np.asarray(item_index).tolist(), "l_g_total": loss}))
-        raise NonFiniteLossError(f"non-finite generator loss {loss} at step {step + 1}; the batch's item ids are "
-                                 f"in {workdir / 'nonfinite_batch.json'}")
-      metrics = _host_scalars(step_metrics)
-      writer.write_jsonl(step + 1, metrics)
-      averages.add(metrics)
-      if (step + 1) % config.log.every_steps == 0 or step + 1 == train.num_steps:
-        elapsed = time.perf_counter() - timer[0]
-        rate = (step + 1 - timer[1]) / max(elapsed, 1e-9)
-        timer = (time.perf_counter(), step + 1)
-        eta = (train.num_steps - step - 1) / max(rate, 1e-9)
-        interval = averages.compute_and_reset()
-        writer.write_scalars(step + 1, {**interval, "steps_per_s": rate, "eta_minutes": eta / 60})
-        writer.flush()
-        print(f"step {step + 1}/{train.num_steps}  l_g_total {interval['l_g_total']:.4f}  "
-              f"l_g_pix {interval['l_g_pix']:.4f}  {rate:.2f} steps/s  eta {eta / 60:.1f} min", flush=True)
-      if (step + 1) % config.log.images_every_steps == 0:
-        writer.write_images(step + 1, {"samples": image_grid(graphdefs.mcc, state, batch)})
+      with jax.transfer_guard("disallow"):
+        state, device_metrics = steps[with_gan](state, device_batch, vgg_state)
+      if pending is not None:
+        metrics = finish(*pending)
+      pending = (step + 1, device_metrics, item_index)
       if on_step is not None:
         on_step(step + 1)
-      checkpointing.save(manager, step + 1, state, iterator, force=step + 1 == train.num_steps or stop["requested"])
+      last = step + 1 == train.num_steps or stop["requested"]
+      images = (step + 1) % config.log.images_every_steps == 0
+      if last or images or manager.should_save(step + 1):
+        metrics = finish(*pending)
+        pending = None
+        if images:
+          writer.write_images(step + 1, {"samples": image_grid(graphdefs.mcc, state, batch)})
+        checkpointing.save(manager, step + 1, state, iterator, force=last)
       if stop["requested"]:
         print(f"SIGTERM: saved step {step + 1}, stopping")
         break

@@ -71,24 +71,28 @@ def generator_objective(mcc_params, mcc_graphdef, mcc_rest, disc_graphdef, disc_
       return jnp.zeros((), img.dtype)
     return weights.perceptual * losses.pyramid_perceptual_loss(vgg, img, driving, weights.perceptual_scales)
 
-  recon_fn = lambda img: weights.pixel * losses.l1(img, driving) + perceptual_fn(img)
+  def recon_terms(img):
+    return weights.pixel * losses.l1(img, driving), perceptual_fn(img)
+
   new_disc_stats = nnx.state(nnx.merge(disc_graphdef, disc_state), nnx.BatchStat)
   if with_gan:
     def recon_and_gan(img):
       logits, stats = apply_module(disc_graphdef, disc_state, lambda d, x: d(x), img)
-      return (recon_fn(img), losses.hinge_generator_loss(logits)), stats
-    (recon, gan), vjp, new_disc_stats = jax.vjp(recon_and_gan, image, has_aux=True)
+      pix, percep = recon_terms(img)
+      return (pix + percep, losses.hinge_generator_loss(logits), pix, percep), stats
+    (recon, gan, pix, percep), vjp, new_disc_stats = jax.vjp(recon_and_gan, image, has_aux=True)
     one, zero = jnp.ones_like(recon), jnp.zeros_like(recon)
     last_conv = model.generator.generator.blocks[-1]
-    recon_grad = _last_layer_grad(last_conv, out["last_layer_input"], vjp((one, zero))[0])
-    gan_grad = _last_layer_grad(last_conv, out["last_layer_input"], vjp((zero, one))[0])
+    recon_grad = _last_layer_grad(last_conv, out["last_layer_input"], vjp((one, zero, zero, zero))[0])
+    gan_grad = _last_layer_grad(last_conv, out["last_layer_input"], vjp((zero, one, zero, zero))[0])
     d_weight = losses.adaptive_gan_weight(recon_grad, gan_grad, weights.adaptive_max, weights.adaptive_scale)
     terms.update(l_g_gan=gan, d_weight=d_weight, l_g_gan_weighted=d_weight * gan,
                  recon_grad_norm=jnp.linalg.norm(recon_grad.ravel()), gan_grad_norm=jnp.linalg.norm(gan_grad.ravel()))
   else:
-    recon = recon_fn(image)
-  terms["l_g_pix"] = weights.pixel * losses.l1(image, driving)
-  terms["l_g_percep"] = recon - terms["l_g_pix"]
+    pix, percep = recon_terms(image)
+    recon = pix + percep
+  terms["l_g_pix"] = pix
+  terms["l_g_percep"] = percep
   terms["l_g_motion_codebook_code"] = weights.motion_code * sum(out["codebook_loss_motion_list"])
   terms["l_g_motion_codebook_recon"] = losses.motion_codebook_recon_loss(
       out["motion_recon_list"], out["deformation_list"][:-1], weights.motion_recon)
