@@ -82,14 +82,14 @@ def abstract_training(config, mesh, batch_size: int):
 
   Nothing is allocated: the networks are built under `eval_shape`.
   """
-  from mcc_jax.models.factory import build_discriminator, build_mcc
+  from mcc_jax.models.factory import build_discriminator, build_mcc, compute_dtype
   from mcc_jax.models.vgg import VGG19Features
   from mcc_jax.training import sharding
   from mcc_jax.training.train_state import Graphdefs, create_train_state
 
   def networks():
     return (build_mcc(config.model, seed=config.seed), build_discriminator(config.model, seed=config.seed + 2),
-            VGG19Features(rngs=nnx.Rngs(params=config.seed + 1)))
+            VGG19Features(dtype=compute_dtype(config.model), rngs=nnx.Rngs(params=config.seed + 1)))
 
   mcc, disc, vgg = nnx.eval_shape(networks)
   graphdefs = Graphdefs(nnx.graphdef(mcc), nnx.graphdef(disc), nnx.graphdef(vgg))

@@ -116,3 +116,13 @@ def test_bfloat16_paper_model_on_parity_images():
   ps.assert_parity("inference bf16 deformation_list/4", out["deformations"][4], fixture["net_g/deformation_list/4"],
                    5e-3)
   ps.assert_parity("inference bf16 image", ps.nchw(out["image"]), fixture["net_g/out"], 6e-2)
+
+
+def test_training_vgg19_computes_in_the_model_dtype():
+  from mcc_jax.training.loop import build_vgg19
+  config = tiny.get_config()
+  config.train.update(perceptual_weight=1.0, allow_random_vgg19=True)
+  assert build_vgg19(config).features[0].dtype == jnp.float32
+  config.model.dtype = "bfloat16"
+  vgg = build_vgg19(config)
+  assert vgg.features[0].dtype == jnp.bfloat16 and vgg.features[0].kernel[...].dtype == jnp.float32

@@ -32,19 +32,22 @@ def _dataset_dir(config, workdir: pathlib.Path) -> str:
       test_fraction=synthetic.test_fraction, seed=config.seed))
 
 
-def _vgg19(config):
+def build_vgg19(config):
+  """VGG19 for the perceptual loss, computing in the model's dtype (its L1 is taken in float32)."""
+  from mcc_jax.models.factory import compute_dtype
   from mcc_jax.models.vgg import VGG19Features
+  dtype = compute_dtype(config.model)
   if not config.train.perceptual_weight:
     logging.warning("perceptual loss off (config.train.perceptual_weight = 0)")
-    return VGG19Features(rngs=nnx.Rngs(params=config.seed + 1))  # an unused argument of the step
+    return VGG19Features(dtype=dtype, rngs=nnx.Rngs(params=config.seed + 1))  # an unused argument of the step
   if config.train.vgg19_path:
     from mcc_jax.convert.vgg19 import load_vgg19
-    return load_vgg19(config.train.vgg19_path)
+    return load_vgg19(config.train.vgg19_path, dtype=dtype)
   if not config.train.allow_random_vgg19:
     raise ValueError("the perceptual loss needs torchvision's VGG19 weights: set --config.train.vgg19_path="
                      "vgg19-dcbb9e9d.pth (or, for tests only, --config.train.allow_random_vgg19=True)")
   logging.warning("perceptual loss uses a RANDOM VGG19 (config.train.allow_random_vgg19)")
-  return VGG19Features(rngs=nnx.Rngs(params=config.seed + 1))
+  return VGG19Features(dtype=dtype, rngs=nnx.Rngs(params=config.seed + 1))
 
 
 def build_networks(config):
@@ -92,7 +95,7 @@ def train_and_evaluate(config, workdir, *, on_step=None) -> dict:
   iterator = iter(make_train_dataset(data))
 
   mcc, disc = build_networks(config)
-  vgg = _vgg19(config)
+  vgg = build_vgg19(config)
   graphdefs = Graphdefs(nnx.graphdef(mcc), nnx.graphdef(disc), nnx.graphdef(vgg))
   state = create_train_state(mcc, disc, jax.random.key(config.seed))
   state_sharding = sharding.state_sharding(state, mesh)
