@@ -44,12 +44,22 @@ flags.DEFINE_string("face-landmarker", None, "MediaPipe face_landmarker .task fo
                     "(default: $MCC_FACE_LANDMARKER)")
 flags.DEFINE_string("dlib-face-model", None, "dlib face descriptor for AED/CSIM (default: face_recognition_models)")
 flags.DEFINE_integer("face-size", 256, "face metrics see frames resized to this size")
+flags.DEFINE_bool("multihost", False, "join a multi-process run found by jax.distributed.initialize() (TPU pods, "
+                  "SLURM; elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID): each process "
+                  "evaluates its share of the clips on its own devices, process 0 writes the outputs (shared "
+                  "--workdir)")
 flags.mark_flags_as_required(["checkpoint", "data", "workdir"])
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  from mcc_jax.distributed import initialize_processes
+  try:
+    initialize_processes(FLAGS.multihost)
+  except ValueError as e:
+    print(f"evaluate.py: error: {e}", file=sys.stderr)
+    return 1
   from mcc_jax.evaluation.job import EvaluationOptions, format_summary, run_evaluation
   from mcc_jax.evaluation.metric_suite import MetricOptions
   value = lambda name: FLAGS[name].value
@@ -67,9 +77,12 @@ def main(argv):
           face_size=value("face-size")))
   try:
     summary = run_evaluation(options)
-  except (FileNotFoundError, ValueError, NotImplementedError) as e:
+  except (FileNotFoundError, ValueError) as e:
     print(f"evaluate.py: error: {e}", file=sys.stderr)
     return 1
+  import jax
+  if jax.process_index() != 0:
+    return 0
   print(format_summary(summary))
   print(f"wrote {options.workdir}/summary.json, per_clip.csv, pairs.csv and {len(summary['outputs']['videos'])} "
         "videos")

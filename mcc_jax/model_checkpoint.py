@@ -30,6 +30,14 @@ def _jsonable(value):
   return value
 
 
+def this_process_only() -> ocp.options.MultiprocessingOptions:
+  """Orbax options for a read by one process on its own (each evaluation process loads the model by itself): no
+  cross-process synchronisation."""
+  index = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index},
+                                            barrier_sync_key_prefix=f"process{index}")
+
+
 def save_model(model: MCC, model_config, directory, *, metadata: dict | None = None) -> pathlib.Path:
   """Write `model`'s variables and the model config (plus optional metadata) to `directory`."""
   directory = pathlib.Path(directory).absolute()
@@ -72,8 +80,9 @@ def load_model(directory, *, dtype=jnp.float32, param_dtype=jnp.float32, remat: 
     raise FileNotFoundError(f"{directory} has no {STATE_DIR}/ directory with the model variables")
   model = nnx.eval_shape(lambda: build_mcc(model_config, dtype=dtype, param_dtype=param_dtype, remat=remat))
   abstract = nnx.state(model)
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(abstract))
-  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # not the saving run's devices
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), nnx.to_pure_dict(abstract))
+  checkpointer = ocp.StandardCheckpointer(multiprocessing_options=this_process_only())
   restored = checkpointer.restore(directory / STATE_DIR, target)
   checkpointer.close()
   nnx.replace_by_pure_dict(abstract, jax.tree.map(jnp.asarray, restored))

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from mcc_jax.model_checkpoint import CONFIG_FILE, load_model, read_model_config
+from mcc_jax.model_checkpoint import CONFIG_FILE, load_model, read_model_config, this_process_only
 from mcc_jax.models.mcc import MCC
 
 
@@ -52,7 +52,8 @@ def _restore_training(checkpoints: pathlib.Path, step: int | None, model_config,
             "ema": params["generator"]}
   wanted = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), wanted)
   restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=device), wanted)
-  manager = ocp.CheckpointManager(checkpoints.absolute(), options=ocp.CheckpointManagerOptions(read_only=True))
+  manager = ocp.CheckpointManager(checkpoints.absolute(), options=ocp.CheckpointManagerOptions(
+      read_only=True, multiprocessing_options=this_process_only()))
   try:
     steps = manager.all_steps()
     if not steps:

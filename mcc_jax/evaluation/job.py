@@ -4,6 +4,8 @@ Outputs in the workdir: summary.json (metrics with the backend of each, skipped 
 config, checkpoint and step, the data and pairs, settings), per_clip.csv, pairs.csv (exactly what was evaluated,
 re-usable with --pairs), videos/<clip>.mp4 (source | driving | result) for the first `num_videos` clips and, with
 `save_frames`, every result frame as results/<clip>/<frame>.png (as the official test saves them).
+
+Several processes (a pod, after jax.distributed.initialize) share the tasks; process 0 writes the outputs.
 """
 import dataclasses
 import json
@@ -77,9 +79,6 @@ def run_evaluation(options: EvaluationOptions, *, loaded=None) -> dict:
     raise ValueError(f"predictor must be one of {PREDICTORS}; got {options.predictor!r}")
   if options.max_frames is not None and options.max_frames < 1:
     raise ValueError(f"--max-frames must be at least 1; got {options.max_frames}")
-  if jax.process_count() > 1:
-    raise NotImplementedError("evaluation runs in one process (over all its local devices); got "
-                              f"{jax.process_count()} processes")
   if not pathlib.Path(options.data).exists():
     raise FileNotFoundError(f"--data not found: {options.data}")
   check_metric_names(options.mode, options.metrics.metrics)
@@ -92,14 +91,19 @@ def run_evaluation(options: EvaluationOptions, *, loaded=None) -> dict:
   if options.config is not None and _as_json(options.config.model) != _as_json(loaded.model_config):
     print("warning: the model of --config differs from the checkpoint's; the checkpoint's is used")
   size = loaded.model.img_size
-  mesh = sharding.make_mesh()
+  # Several processes (a pod): each evaluates every process_count-th task on its own devices, the metrics are
+  # combined at the end, and process 0 writes the summary (the workdir must be shared).
+  shard = (jax.process_index(), jax.process_count())
+  lead = shard[0] == 0
+  mesh = sharding.make_mesh(devices=jax.local_devices())
   clips = open_clips(options.data, split=options.split, size=size, clip_ids=options.clips)
   if pair_list is None:
     pair_list = pairs_lib.generated_pairs(clips, options.mode)
   csv_dir = pathlib.Path(options.pairs).parent if options.pairs else None
-  pairs_lib.write_pairs(workdir / PAIRS_FILE, pair_list, options.mode)
+  if lead:
+    pairs_lib.write_pairs(workdir / PAIRS_FILE, pair_list, options.mode)
   tasks = pairs_lib.tasks_from_pairs(pair_list, options.mode, clips=clips, size=size, max_frames=options.max_frames,
-                                     csv_dir=csv_dir, data_dir=options.data)
+                                     csv_dir=csv_dir, data_dir=options.data, shard=shard)
 
   if options.predictor == "model":
     predictor = ModelPredictor(loaded.model, mesh, adapt_scale=options.adapt_scale)
@@ -107,25 +111,30 @@ def run_evaluation(options: EvaluationOptions, *, loaded=None) -> dict:
     predictor = CopySource() if options.predictor == "copy_source" else CopyDriving()
   suite = MetricSuite(options.mode, options.metrics, replicated=sharding.replicated(mesh))
   for metric, reason in suite.skipped.items():
-    print(f"skipped {metric}: {reason}")
-  table = report.ClipTable(workdir, suite.names)
+    if lead:
+      print(f"skipped {metric}: {reason}")
+  table = report.ClipTable(workdir, suite.names, part=None if shard[1] == 1 else shard[0])
   videos = []
+  num_videos = options.num_videos if lead else 0
 
   def on_clip(clip):
     table.add(clip)
-    if clip.results is not None and len(videos) < options.num_videos:
+    if clip.results is not None and len(videos) < num_videos:
       videos.append(str(report.write_clip_video(workdir, clip).relative_to(workdir)))
     if options.save_frames:
       report.write_result_frames(workdir, clip)
 
   try:
-    total = pairs_lib.count_tasks(pair_list, options.mode, clips)
+    total = pairs_lib.count_tasks(pair_list, options.mode, clips, shard=shard)
     result = evaluate_tasks(tasks, predictor, suite, mesh, batch_size=options.batch_size,
-                            keep_results=total if options.save_frames else options.num_videos, total=total,
-                            progress=options.progress, on_clip=on_clip)
+                            keep_results=total if options.save_frames else num_videos, total=total,
+                            progress=options.progress and lead, on_clip=on_clip,
+                            exchange_dir=workdir if shard[1] > 1 else None)
   finally:
     table.close()
     suite.close()
+  if shard[1] > 1 and lead:  # evaluate_tasks returned after every process had written its part
+    report.merge_clip_tables(workdir, shard[1])
 
   summary = {
       "mode": options.mode,
@@ -141,7 +150,8 @@ def run_evaluation(options: EvaluationOptions, *, loaded=None) -> dict:
       "data": {"path": str(pathlib.Path(options.data).absolute()), "clips": clips.description,
                "split": options.split, "pairs": str(pathlib.Path(options.pairs).absolute()) if options.pairs
                else "generated", "pairs_file": PAIRS_FILE, "max_frames": options.max_frames, "image_size": size},
-      "settings": {"dtype": loaded.dtype, "batch_size": options.batch_size, "devices": mesh.size, "platform": jax.devices()[0].platform,
+      "settings": {"dtype": loaded.dtype, "batch_size": options.batch_size, "processes": shard[1],
+                   "devices": mesh.size * shard[1], "platform": jax.devices()[0].platform,
                    "relative_motion": options.mode == "cross_identity", "adapt_scale": options.adapt_scale,
                    "face_size": options.metrics.face_size},
       "outputs": {"per_clip": report.CLIPS_FILE, "videos": videos,
@@ -149,7 +159,8 @@ def run_evaluation(options: EvaluationOptions, *, loaded=None) -> dict:
       "seconds": round(time.monotonic() - began, 1),
   }
   summary["frames_per_s"] = round(result.frames / max(summary["seconds"], 1e-9), 3)  # model loading and compiles included
-  report.write_summary(workdir, summary)
+  if lead:
+    report.write_summary(workdir, summary)
   return summary
 
 

@@ -18,9 +18,10 @@ image driven by a sequence of frames.
 """
 import csv
 import dataclasses
+import functools
 import pathlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -214,9 +215,9 @@ def _reconstruction_groups(pairs, is_clip) -> list[tuple[str, str, list[str] | N
   return groups
 
 
-def _reconstruction_tasks(pairs, resolver: _Resolver, max_frames) -> Iterator[ClipTask]:
-  groups = _reconstruction_groups(pairs, resolver.is_clip)
-  for source_ref, key, frame_refs in groups:
+def _reconstruction_tasks(pairs, resolver: _Resolver, max_frames) -> Iterator[tuple[str, Callable[[], ClipTask]]]:
+  """(name, load) per task: loading (decoding the clip) waits until load() is called."""
+  def load(source_ref, key, frame_refs, name):
     source, source_identity = resolver.frame(source_ref)
     if frame_refs is None:
       driving, _, fps, identity = resolver.video(key, max_frames)
@@ -231,9 +232,11 @@ def _reconstruction_tasks(pairs, resolver: _Resolver, max_frames) -> Iterator[Cl
       else:
         resolved = [resolver.frame(ref) for ref in frame_refs]
         driving, fps, identity = np.stack([image for image, _ in resolved]), 25.0, resolved[0][1]
-    yield ClipTask(name=_task_name(source_ref, key), source_ref=source_ref, driving_ref=key, source=source,
-                   driving=driving, fps=fps, anchor_index=None, source_identity=source_identity,
-                   driving_identity=identity)
+    return ClipTask(name=name, source_ref=source_ref, driving_ref=key, source=source, driving=driving, fps=fps,
+                    anchor_index=None, source_identity=source_identity, driving_identity=identity)
+
+  for source_ref, key, frame_refs in _reconstruction_groups(pairs, resolver.is_clip):
+    yield _task_name(source_ref, key), functools.partial(load, source_ref, key, frame_refs)
 
 
 def _anchor_index(pair: Pair, names: list[str]) -> int:
@@ -248,38 +251,45 @@ def _anchor_index(pair: Pair, names: list[str]) -> int:
   return index
 
 
-def _cross_identity_tasks(pairs, resolver: _Resolver, max_frames) -> Iterator[ClipTask]:
-  for pair in pairs:
+def _cross_identity_tasks(pairs, resolver: _Resolver, max_frames) -> Iterator[tuple[str, Callable[[], ClipTask]]]:
+  def load(pair, name):
     source, source_identity = resolver.frame(pair.source)
     frames, names, fps, identity = resolver.video(pair.driving, None if max_frames is None else max_frames + 1)
     if len(frames) < 2:
       raise ValueError(f"driving video {pair.driving!r} has {len(frames)} frame(s); cross-identity needs at least 2 "
                        "(the first one is left out, as the official loader does)")
     frames, names = frames[1:], names[1:]
-    yield ClipTask(name=_task_name(pair.source, pair.driving), source_ref=pair.source,
-                   driving_ref=pair.driving, source=source, driving=frames, fps=fps,
-                   anchor_index=_anchor_index(pair, names), source_identity=source_identity,
-                   driving_identity=identity)
+    return ClipTask(name=name, source_ref=pair.source, driving_ref=pair.driving, source=source, driving=frames,
+                    fps=fps, anchor_index=_anchor_index(pair, names), source_identity=source_identity,
+                    driving_identity=identity)
+
+  for pair in pairs:
+    yield _task_name(pair.source, pair.driving), functools.partial(load, pair)
 
 
 def tasks_from_pairs(pairs: list[Pair], mode: str, *, clips=None, size: int, max_frames: int | None = None,
-                     csv_dir=None, data_dir=None) -> Iterator[ClipTask]:
-  """The tasks of `pairs`, loaded lazily (one clip in memory at a time); names are made unique."""
+                     csv_dir=None, data_dir=None, shard: tuple[int, int] = (0, 1)) -> Iterator[ClipTask]:
+  """The tasks of `pairs`, loaded lazily (one clip in memory at a time); names are made unique.
+
+  shard (index, count): only tasks index, index + count, ... (one process's share); the others are never loaded.
+  """
   _check_mode(mode)
+  index, count = shard
   resolver = _Resolver(clips, size, (csv_dir, data_dir))
   tasks = (_reconstruction_tasks(pairs, resolver, max_frames) if mode == "reconstruction"
            else _cross_identity_tasks(pairs, resolver, max_frames))
   seen = {}
-  for task in tasks:
-    count = seen[task.name] = seen.get(task.name, 0) + 1
-    if count > 1:
-      task.name = f"{task.name}-{count}"
-    yield task
+  for position, (name, load) in enumerate(tasks):
+    repeats = seen[name] = seen.get(name, 0) + 1
+    if position % count == index:
+      yield load(name if repeats == 1 else f"{name}-{repeats}")
 
 
-def count_tasks(pairs: list[Pair], mode: str, clips=None) -> int:
+def count_tasks(pairs: list[Pair], mode: str, clips=None, shard: tuple[int, int] = (0, 1)) -> int:
   """How many tasks `tasks_from_pairs` yields (for a progress bar)."""
   _check_mode(mode)
   if mode == "cross_identity":
-    return len(pairs)
-  return len(_reconstruction_groups(pairs, lambda reference: clips is not None and reference in clips.ids))
+    total = len(pairs)
+  else:
+    total = len(_reconstruction_groups(pairs, lambda reference: clips is not None and reference in clips.ids))
+  return len(range(shard[0], total, shard[1]))

@@ -67,11 +67,16 @@ def clip_row(clip: ClipResult, metric_names) -> dict:
   return row
 
 
-class ClipTable:
-  """per_clip.csv, one row appended (and flushed) per finished clip."""
+def _part_path(directory, part: int) -> pathlib.Path:
+  return pathlib.Path(directory) / f"{pathlib.Path(CLIPS_FILE).stem}.part{part}.csv"
 
-  def __init__(self, directory, metric_names):
-    self.path = pathlib.Path(directory) / CLIPS_FILE
+
+class ClipTable:
+  """per_clip.csv, one row appended (and flushed) per finished clip; with `part`, one process's share of it
+  (merged by `merge_clip_tables`)."""
+
+  def __init__(self, directory, metric_names, part: int | None = None):
+    self.path = pathlib.Path(directory) / CLIPS_FILE if part is None else _part_path(directory, part)
     self.path.parent.mkdir(parents=True, exist_ok=True)
     self.metric_names = tuple(metric_names)
     self._file = open(self.path, "w", newline="")
@@ -84,6 +89,25 @@ class ClipTable:
 
   def close(self) -> None:
     self._file.close()
+
+
+def merge_clip_tables(directory, parts: int) -> pathlib.Path:
+  """per_clip.csv from the processes' parts, in task order (process i holds tasks i, i + parts, ...)."""
+  tables = []
+  for part in range(parts):
+    with open(_part_path(directory, part), newline="") as f:
+      reader = csv.DictReader(f)
+      fieldnames = reader.fieldnames
+      tables.append(list(reader))
+  path = pathlib.Path(directory) / CLIPS_FILE
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=fieldnames)
+    writer.writeheader()
+    for position in range(sum(len(t) for t in tables)):
+      writer.writerow(tables[position % parts][position // parts])
+  for part in range(parts):
+    _part_path(directory, part).unlink()
+  return path
 
 
 def safe_name(clip_name: str) -> str:

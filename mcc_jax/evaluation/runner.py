@@ -13,6 +13,8 @@ import jax
 import numpy as np
 import tqdm
 
+from mcc_jax.evaluation import processes
+from mcc_jax.evaluation.inception import FEATURE_DIM
 from mcc_jax.evaluation.metric_suite import MetricSuite
 from mcc_jax.evaluation.pairs import ClipTask
 from mcc_jax.evaluation.predictors import pad_rows
@@ -54,6 +56,25 @@ class _Accumulator:
       self.sums[metric] = self.sums.get(metric, 0.0) + float(valid.astype(np.float64).sum())
       self.counts[metric] = self.counts.get(metric, 0) + len(valid)
 
+  def part(self, metric_names, clips: int, frames: int) -> dict[str, np.ndarray]:
+    """This process's share, as arrays (see `combine_parts`)."""
+    names = [m for m in metric_names if m != "fid"]
+    stack = lambda chunks: np.concatenate(chunks) if chunks else np.zeros((0, FEATURE_DIM), np.float32)
+    return {"sums": np.array([self.sums.get(m, 0.0) for m in names], np.float64),
+            "counts": np.array([self.counts.get(m, 0) for m in names], np.int64),
+            "result_features": stack(self.result_features), "source_features": stack(self.source_features),
+            "clips_frames": np.array([clips, frames], np.int64)}
+
+  def combine_parts(self, metric_names, parts: list[dict]) -> tuple[int, int]:
+    """Replace the sums, counts and features with those of all `parts` (in order); returns (clips, frames)."""
+    names = [m for m in metric_names if m != "fid"]
+    self.sums = dict(zip(names, np.sum([p["sums"] for p in parts], axis=0).tolist()))
+    self.counts = dict(zip(names, np.sum([p["counts"] for p in parts], axis=0).tolist()))
+    self.result_features = [p["result_features"] for p in parts]
+    self.source_features = [p["source_features"] for p in parts]
+    clips, frames = np.sum([p["clips_frames"] for p in parts], axis=0)
+    return int(clips), int(frames)
+
   def metrics(self, suite: MetricSuite) -> dict:
     out = {}
     for metric in suite.names:
@@ -83,8 +104,11 @@ class _Open:
 
 def evaluate_tasks(tasks: Iterable[ClipTask], predictor, suite: MetricSuite, mesh, *, batch_size: int = 32,
                    keep_results: int = 0, total: int | None = None, progress: bool = True,
-                   on_clip: Callable[[ClipResult], None] | None = None) -> EvaluationResult:
-  """Run `predictor` on every frame of every task and measure the results with `suite`.
+                   on_clip: Callable[[ClipResult], None] | None = None,
+                   exchange_dir=None) -> EvaluationResult:
+  """Run `predictor` on every frame of every task and measure the results with `suite`. With several processes,
+  each passes its own share of the tasks, a mesh of its local devices and the shared `exchange_dir`; the returned
+  metrics cover all shares.
 
   batch_size: rows per batch (rounded up to a multiple of the mesh's devices). keep_results: the first that many
   tasks keep their result frames in their ClipResult (for videos). on_clip is called with each finished task, in
@@ -174,5 +198,8 @@ def evaluate_tasks(tasks: Iterable[ClipTask], predictor, suite: MetricSuite, mes
       finish(in_flight)
   finally:
     bar.close()
+  if exchange_dir is not None:
+    parts = processes.combine(exchange_dir, accumulator.part(suite.names, clip_count, frame_count))
+    clip_count, frame_count = accumulator.combine_parts(suite.names, parts)
   return EvaluationResult(metrics=accumulator.metrics(suite), clips=clip_count, frames=frame_count,
                           predictor=predictor.name)
