@@ -6,6 +6,9 @@
 For every test clip, source = its first frame and driving = each later frame; prints the mean |output - driving|
 (on [0, 1] images) of the trained model (raw and EMA generator, with the trained motion estimator), of the
 untrained initial model, and of the copy-the-source baseline.
+
+--split test: the held-out identities; train: the training clips themselves; new_clips: clips never trained on
+(new motion and backgrounds) of the training identities, drawn now from the synthetic generator.
 """
 import argparse
 import json
@@ -34,12 +37,27 @@ def _copy_source_l1(clips) -> float:
   return float(np.mean([np.mean(np.abs(c["frames"][1:].astype(np.float32) - c["frames"][:1])) / 255 for c in clips]))
 
 
+def _new_clips_of_training_identities(config, count: int) -> list[dict]:
+  """One new clip (the clip index after the dataset's last) of each of the first `count` training identities."""
+  from input_pipeline.synthetic import clip_seeds, generate_clip, num_test_identities
+  synthetic = config.data.synthetic
+  if config.data.dir:
+    raise ValueError("--split new_clips needs the run's synthetic dataset (config.data.dir is set)")
+  count = min(count, synthetic.identities - num_test_identities(synthetic.identities, synthetic.test_fraction))
+  new = synthetic.clips_per_identity
+  return [{"clip_id": f"synth{i:03d}#clip{new:02d}",
+           "frames": generate_clip(*clip_seeds(config.seed, i, new), synthetic.frames,
+                                   config.model.generator.img_size)[0]} for i in range(count)]
+
+
 def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--config", default="configs/quickstart.py")
-  parser.add_argument("--split", default="test", help="test: held-out identities; train: the training clips")
+  parser.add_argument("--split", default="test", choices=("test", "train", "new_clips"),
+                      help="held-out identities; the training clips; new clips of the training identities")
   parser.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the newest)")
+  parser.add_argument("--max-clips", type=int, default=None, help="only the first N clips of the split")
   args = parser.parse_args()
   import importlib.util
   spec = importlib.util.spec_from_file_location("config", args.config)
@@ -53,8 +71,11 @@ def main() -> None:
   from mcc_jax.training import checkpointing
   from mcc_jax.training.train_state import create_train_state
   workdir = pathlib.Path(args.workdir)
-  data = config.data.dir or str(dataset_dir(workdir / "synthetic" / "data"))
-  clips = list(iterate_clips(data, args.split, image_size=config.model.generator.img_size))
+  if args.split == "new_clips":
+    clips = _new_clips_of_training_identities(config, args.max_clips or 8)
+  else:
+    data = config.data.dir or str(dataset_dir(workdir / "synthetic" / "data"))
+    clips = list(iterate_clips(data, args.split, image_size=config.model.generator.img_size))[:args.max_clips]
 
   initial = build_mcc(config.model, seed=config.seed)
   state = create_train_state(initial, build_discriminator(config.model, seed=config.seed + 2), jax.random.key(0))
