@@ -32,7 +32,11 @@ def combine(directory, part: dict[str, np.ndarray]) -> list[dict[str, np.ndarray
   barrier("parts_written")
   parts = []
   for index in range(jax.process_count()):
-    with np.load(_part_path(directory, index)) as loaded:
+    path = _part_path(directory, index)
+    if not path.is_file():
+      raise FileNotFoundError(f"process {index}'s partial metrics are not in {directory}: with several processes "
+                              "--workdir must be a directory that every process shares")
+    with np.load(path) as loaded:
       parts.append({key: loaded[key] for key in loaded.files})
   barrier("parts_read")
   mine.unlink()
