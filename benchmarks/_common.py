@@ -94,6 +94,32 @@ def default_matmul_size(dtype) -> int:
   return 8192 if jnp.dtype(dtype).itemsize <= 2 else 4096
 
 
+def add_sweep_arguments(parser, *, runs: str) -> None:
+  """The flags both throughput benchmarks take; `runs` names what is timed ("runs", "steps")."""
+  parser.add_argument("--batch-sizes", default=None,
+                      help="comma list (default 1,2,4,8,16,32,64 on accelerators, 1,2 on CPU)")
+  parser.add_argument("--dtypes", default="float32,bfloat16", help="activation dtypes; parameters stay float32")
+  parser.add_argument("--repeats", type=int, default=5, help=f"timed {runs} per point (median reported)")
+  parser.add_argument("--warmup", type=int, default=1, help=f"untimed {runs} before the timed ones")
+  parser.add_argument("--config", default="configs/paper.py", help="config file[:arg] (configs/tiny.py: smoke run)")
+  parser.add_argument("--matmul-size", type=int, default=None, help="square matmul size of the peak measurement")
+  parser.add_argument("--out", default=None, help="JSON report path (default: print it)")
+
+
+def skip_dtype(report: dict, dtype_name: str, error: Exception) -> None:
+  """Record and print that `dtype_name` could not be built (bfloat16 may not be supported everywhere)."""
+  report["skipped"].append({"dtype": dtype_name, "reason": f"{type(error).__name__}: {error}"})
+  print(f"skipping {dtype_name}: {type(error).__name__}: {error}", flush=True)
+
+
+def record_peak(report: dict, dtype_name: str, dtype, *, size: int | None) -> dict:
+  """measure_peak_flops for `dtype`, stored in report["peak"] and printed."""
+  peak = report["peak"][dtype_name] = measure_peak_flops(dtype, size=size)
+  print(f"{dtype_name}: measured matmul peak {peak['flops_per_s'] / 1e12:.3f} TFLOP/s "
+        f"({peak['matmul_size']}^2 matmul)", flush=True)
+  return peak
+
+
 def measure_peak_flops(dtype, *, size: int | None = None, repeats: int = 5) -> dict:
   """The device's FLOP/s on a square `size` matmul in `dtype` (best of `repeats` after a warm-up): the peak that
   MFU is measured against. Accumulates in float32 as the models do."""

@@ -210,16 +210,9 @@ def compare_with_official(official: OfficialModel, row: dict, ours: np.ndarray, 
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--batch-sizes", default=None,
-                      help="comma list (default 1,2,4,8,16,32,64 on accelerators, 1,2 on CPU)")
-  parser.add_argument("--dtypes", default="float32,bfloat16", help="activation dtypes; parameters stay float32")
-  parser.add_argument("--repeats", type=int, default=5, help="timed runs per point (median reported)")
-  parser.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones")
-  parser.add_argument("--config", default="configs/paper.py", help="config file[:arg] (configs/tiny.py: smoke run)")
+  _common.add_sweep_arguments(parser, runs="runs")
   parser.add_argument("--checkpoint", default=None, help="an mcc_jax model checkpoint (default: random weights)")
   parser.add_argument("--official-repo", default=None, help="a clone of ShaelynZ/synergize-motion-appearance")
-  parser.add_argument("--matmul-size", type=int, default=None, help="square matmul size of the peak measurement")
-  parser.add_argument("--out", default=None, help="JSON report path (default: print it)")
   return parser.parse_args(argv)
 
 
@@ -251,13 +244,9 @@ def main(argv=None) -> int:
     try:
       model = build_model(config, args.checkpoint, dtype)
     except Exception as e:  # bfloat16 may not be supported by every module yet: report and go on
-      report["skipped"].append({"dtype": dtype_name, "reason": f"{type(e).__name__}: {e}"})
-      print(f"skipping {dtype_name}: {type(e).__name__}: {e}", flush=True)
+      _common.skip_dtype(report, dtype_name, e)
       continue
-    peak = _common.measure_peak_flops(dtype, size=args.matmul_size)
-    report["peak"][dtype_name] = peak
-    print(f"{dtype_name}: measured matmul peak {peak['flops_per_s'] / 1e12:.3f} TFLOP/s "
-          f"({peak['matmul_size']}^2 matmul)", flush=True)
+    peak = _common.record_peak(report, dtype_name, dtype, size=args.matmul_size)
     if args.official_repo and official is None:
       from mcc_jax.convert import export_state_dict
       official = OfficialModel(pathlib.Path(args.official_repo).expanduser(), export_state_dict(model.generator),

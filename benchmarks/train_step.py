@@ -58,16 +58,9 @@ class DonatingStep:
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--batch-sizes", default=None,
-                      help="comma list (default 1,2,4,8,16,32,64 on accelerators, 1,2 on CPU)")
-  parser.add_argument("--dtypes", default="float32,bfloat16", help="activation dtypes; parameters stay float32")
-  parser.add_argument("--repeats", type=int, default=5, help="timed steps per point (median reported)")
-  parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
-  parser.add_argument("--config", default="configs/paper.py", help="config file[:arg] (configs/tiny.py: smoke run)")
+  _common.add_sweep_arguments(parser, runs="steps")
   parser.add_argument("--vgg19", default=None, help="torchvision vgg19-dcbb9e9d.pth (default: random VGG19)")
   parser.add_argument("--no-gan", action="store_true", help="time the step without the discriminator")
-  parser.add_argument("--matmul-size", type=int, default=None, help="square matmul size of the peak measurement")
-  parser.add_argument("--out", default=None, help="JSON report path (default: print it)")
   return parser.parse_args(argv)
 
 
@@ -89,13 +82,9 @@ def main(argv=None) -> int:
     try:
       mcc, disc, vgg = build_networks(config, dtype, args.vgg19)
     except Exception as e:  # bfloat16 may not be supported by every module yet: report and go on
-      report["skipped"].append({"dtype": dtype_name, "reason": f"{type(e).__name__}: {e}"})
-      print(f"skipping {dtype_name}: {type(e).__name__}: {e}", flush=True)
+      _common.skip_dtype(report, dtype_name, e)
       continue
-    peak = _common.measure_peak_flops(dtype, size=args.matmul_size)
-    report["peak"][dtype_name] = peak
-    print(f"{dtype_name}: measured matmul peak {peak['flops_per_s'] / 1e12:.3f} TFLOP/s "
-          f"({peak['matmul_size']}^2 matmul)", flush=True)
+    peak = _common.record_peak(report, dtype_name, dtype, size=args.matmul_size)
     graphdefs = Graphdefs(nnx.graphdef(mcc), nnx.graphdef(disc), nnx.graphdef(vgg))
     vgg_state = jax.device_put(nnx.state(vgg))
     step = jit_train_step(graphdefs, with_gan=not args.no_gan, base_lr=train.base_lr,
