@@ -1,7 +1,6 @@
 """Shared pieces of the throughput benchmarks: configs, timing, FLOPs of a compiled computation, the device's
 measured matmul peak, versions and the JSON report."""
 import importlib.metadata
-import importlib.util
 import json
 import os
 import pathlib
@@ -14,24 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from configs import load_config_file as load_config  # noqa: F401  (the benchmarks' config loader)
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}
 ACCELERATOR_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 CPU_BATCH_SIZES = (1, 2)
-
-
-def load_config(spec: str):
-  """`get_config(arg)` of a config file given as 'path/to/config.py' or 'path/to/config.py:arg'."""
-  path, _, arg = spec.partition(":")
-  file = pathlib.Path(path)
-  if not file.is_absolute() and not file.exists():
-    file = REPO / file
-  if not file.is_file():
-    raise FileNotFoundError(f"config file not found: {path}")
-  module_spec = importlib.util.spec_from_file_location(f"benchmark_config_{file.stem}", file)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def parse_batch_sizes(text: str | None) -> tuple[int, ...]:

@@ -65,11 +65,8 @@ def main(argv=None) -> int:
   clip_ids = json.loads(split.read_text())["eval"]
   config = None
   if args.config:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("config", args.config)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    from configs import load_config_file
+    config = load_config_file(args.config)
   loaded = load_for_evaluation(args.checkpoint, config.model if config else None)
   max_frames = args.max_frames or None
   workdir = pathlib.Path(args.workdir)

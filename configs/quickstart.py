@@ -1,13 +1,13 @@
 """Train the tiny MCC on synthetic talking faces on a CPU (2000 steps: about 45 minutes on 2 cores).
 
   python train.py --config configs/quickstart.py --workdir workdir/quickstart
-  python benchmarks/quickstart_learning.py --workdir workdir/quickstart   # held-out identities vs copying the source
+  python benchmarks/learning_check.py --workdir workdir/quickstart   # held-out identities vs copying the source
 
 The synthetic dataset (1024 identities, about 2 minutes) is written into the workdir on first use. No VGG19 weights
 ship with the project, so the perceptual loss is off (it is also most of a 64 px model's step); for the official
 loss pass `--config.train.perceptual_weight=1 --config.train.vgg19_path=vgg19-dcbb9e9d.pth`.
 
-Measured with this config (`quickstart_learning.py --max-clips 32`: 32 clips of held-out identities, 992 frames):
+Measured with this config (`learning_check.py --max-clips 32`: 32 clips of held-out identities, 992 frames):
 L1 of the EMA model 0.0215 at step 2000 against 0.0256 for copying the source (the raw generator: 0.0257). With 64
 identities the generator memorised faces: 0.0331 on the first 8 of those clips at step 2000, against 0.0291 for
 copying the source, while it beat copying the source on its own training clips. The discriminator joins only after the last step here:

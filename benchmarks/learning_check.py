@@ -1,14 +1,16 @@
 """Does training help? Same-identity reconstruction L1 on held-out clips: a trained run vs copying the source.
 
   python train.py --config configs/quickstart.py --workdir workdir/quickstart
-  python benchmarks/quickstart_learning.py --workdir workdir/quickstart
+  python benchmarks/learning_check.py --workdir workdir/quickstart
+  python benchmarks/learning_check.py --config configs/real_smoke.py --workdir workdir/real_smoke   # real faces
 
 For every test clip, source = its first frame and driving = each later frame; prints the mean |output - driving|
 (on [0, 1] images) of the trained model (raw and EMA generator, with the trained motion estimator), of the
-untrained initial model, and of the copy-the-source baseline.
+initial model (`train.init_from`, else the untrained one), and of the copy-the-source baseline.
 
---split test: the held-out identities; train: the training clips themselves; new_clips: clips never trained on
-(new motion and backgrounds) of the training identities, drawn now from the synthetic generator.
+--split test: the dataset's test clips (quickstart: held-out identities; real_smoke: the held-out last quarter of
+each clip); train: the training clips themselves; new_clips (synthetic data only): clips never trained on (new
+motion and backgrounds) of the training identities, drawn now from the synthetic generator.
 """
 import argparse
 import json
@@ -58,17 +60,19 @@ def main() -> None:
                       help="held-out identities; the training clips; new clips of the training identities")
   parser.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the newest)")
   parser.add_argument("--max-clips", type=int, default=None, help="only the first N clips of the split")
+  parser.add_argument("--data", help="the run's dataset, when it was not the config's data.dir")
+  parser.add_argument("--init-from", help="the run's initial model, when it was not the config's train.init_from")
   args = parser.parse_args()
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("config", args.config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  from configs import load_config_file
+  config = load_config_file(args.config)
+  config.data.dir = args.data or config.data.dir
+  config.train.init_from = args.init_from or config.train.init_from
 
   from input_pipeline.face_dataset import dataset_dir
   from input_pipeline.pipeline import iterate_clips
-  from mcc_jax.models.factory import build_discriminator, build_mcc
+  from mcc_jax.models.factory import build_mcc
   from mcc_jax.training import checkpointing
+  from mcc_jax.training.loop import build_networks
   from mcc_jax.training.train_state import create_train_state
   workdir = pathlib.Path(args.workdir)
   if args.split == "new_clips":
@@ -77,8 +81,8 @@ def main() -> None:
     data = config.data.dir or str(dataset_dir(workdir / "synthetic" / "data"))
     clips = list(iterate_clips(data, args.split, image_size=config.model.generator.img_size))[:args.max_clips]
 
-  initial = build_mcc(config.model, seed=config.seed)
-  state = create_train_state(initial, build_discriminator(config.model, seed=config.seed + 2), jax.random.key(0))
+  initial, discriminator = build_networks(config)
+  state = create_train_state(initial, discriminator, jax.random.key(0))
   manager = checkpointing.make_manager(workdir / "checkpoints", every_steps=1, keep=1000)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
   step = args.step if args.step is not None else manager.latest_step()
