@@ -1,11 +1,6 @@
 """A held-out-frames dataset of the real `train_smoke` clips, for the learning check on real faces.
 
-  python benchmarks/real_smoke_data.py --out workdir/real_smoke_data
-  python -m mcc_jax.export --run workdir/quickstart --config configs/quickstart.py --out workdir/quickstart_model
-  python train.py --config configs/real_smoke.py --workdir workdir/real_smoke \
-      --config.data.dir=workdir/real_smoke_data/data --config.train.init_from=workdir/quickstart_model
-  python benchmarks/learning_check.py --config configs/real_smoke.py --workdir workdir/real_smoke \
-      --data workdir/real_smoke_data/data
+  python benchmarks/real_smoke_data.py --out workdir/real_smoke_data   # then the steps in configs/real_smoke.py
 
 Each clip of `split.json`'s train_smoke list (../shared/real_media/crops256, already 256 px face crops) is cut in
 time: its first --train-fraction of frames become the training clip, the rest the test clip of the same identity,
