@@ -4,7 +4,8 @@
 
 Every process builds the same tiny networks and the same global batch, feeds its own rows of the batch (as the
 data pipeline does), and runs the jitted step over a data mesh of all processes' devices. Process 0 writes the
-metrics of each iteration to --out.
+metrics of each iteration to --out, and each network's gradient of the first iteration to --out with
+the suffix .npz.
 """
 import argparse
 import json
@@ -30,6 +31,7 @@ def main() -> None:
   sys.path.insert(0, str(root))
   import jax
   import numpy as np
+  import optax
   from flax import nnx
 
   cache = os.environ.get("MCC_JAX_TEST_CACHE", str(pathlib.Path.home() / ".cache" / "mcc_jax_test_xla"))
@@ -67,15 +69,26 @@ def main() -> None:
   rng = np.random.default_rng(0)
   rows = args.global_batch // jax.process_count()
   mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
-  history = []
-  for _ in range(args.steps):
+  def first_gradients(state) -> dict:
+    """Each network's gradient of the first iteration as one flat host vector: Adam's first moment after one
+    update is (1 - b1) * gradient (this process's copy of the replicated arrays)."""
+    mu_g, mu_d = optax.tree_utils.tree_get(state.opt_g, "mu"), optax.tree_utils.tree_get(state.opt_d, "mu")
+    trees = {"generator": mu_g["generator"], "motion_estimator": mu_g["motion_estimator"], "discriminator": mu_d}
+    return {name: np.concatenate([np.asarray(x.addressable_data(0), np.float64).ravel()
+                                  for x in jax.tree.leaves(tree)]) / (1 - 0.9) for name, tree in trees.items()}
+
+  history, gradients = [], None
+  for index in range(args.steps):
     batch = {k: rng.integers(0, 256, (args.global_batch, 64, 64, 3), dtype=np.uint8) for k in ("source", "driving")}
     state, metrics = step(state, to_device({k: v[mine] for k, v in batch.items()}, mesh, sharding.BATCH_AXES),
                           vgg_state)
     history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+    if index == 0:
+      gradients = first_gradients(state)
   if jax.process_index() == 0:
     pathlib.Path(args.out).write_text(json.dumps({"devices": jax.device_count(), "processes": jax.process_count(),
                                                   "metrics": history}))
+    np.savez(pathlib.Path(args.out).with_suffix(".npz"), **gradients)
 
 
 if __name__ == "__main__":

@@ -38,9 +38,22 @@ def test_two_processes_match_one(tmp_path):
   multi = _run(tmp_path / "multi.json", processes=2, local_devices=2)
   assert (single["devices"], single["processes"]) == (4, 1)
   assert (multi["devices"], multi["processes"]) == (4, 2)
-  for step, (ours, reference) in enumerate(zip(multi["metrics"], single["metrics"])):
-    for name in ("l_g_total", "l_g_pix", "l_g_percep", "l_g_gan", "l_d_real", "l_d_fake", "grad_norm_g"):
-      # The first iteration agrees to reduction-order noise (measured 2e-7); Adam's first update, nearly
-      # lr * sign(gradient), amplifies it (measured 3e-3 on the second iteration's losses).
-      np.testing.assert_allclose(ours[name], reference[name], rtol=1e-5 if step == 0 else 1e-2,
-                                 err_msg=f"step {step + 1} {name}")
+  first, later = multi["metrics"][0], multi["metrics"][1:]
+  for name in ("l_g_total", "l_g_pix", "l_g_percep", "l_g_gan", "l_d_real", "l_d_fake", "grad_norm_g"):
+    # Reduction-order noise: measured 2e-7.
+    np.testing.assert_allclose(first[name], single["metrics"][0][name], rtol=1e-5, err_msg=f"step 1 {name}")
+
+  # Every parameter's gradient, all-reduced over both processes. Float noise flips a few nearest-code choices
+  # of the quantisers, so gradients differ more than losses: measured worst 5.4e-3 (motion estimator) against
+  # the 4-device run, which differs as much from a 1-device run; a gradient of one process's rows would be O(1)
+  # away.
+  ours, reference = np.load(tmp_path / "multi.npz"), np.load(tmp_path / "single.npz")
+  for network in ("generator", "motion_estimator", "discriminator"):
+    relative = np.linalg.norm(ours[network] - reference[network]) / np.linalg.norm(reference[network])
+    assert relative < 2e-2, f"{network} gradient differs by {relative:.2e} (relative L2)"
+
+  # Later iterations run on the updated state. Adam's first update, nearly lr * sign(gradient), amplifies the
+  # noise (measured 3e-3 on the second iteration's losses, 1.2e-2 on its gradient norm), so only losses compare.
+  for step, (ours, reference) in enumerate(zip(later, single["metrics"][1:]), start=2):
+    for name in ("l_g_total", "l_g_pix", "l_g_percep", "l_g_gan", "l_d_real", "l_d_fake"):
+      np.testing.assert_allclose(ours[name], reference[name], rtol=1e-2, err_msg=f"step {step} {name}")
