@@ -15,7 +15,6 @@ import numpy as np
 
 from configs import load_config_file as load_config  # noqa: F401  (the benchmarks' config loader)
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}
 ACCELERATOR_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 CPU_BATCH_SIZES = (1, 2)

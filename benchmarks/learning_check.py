@@ -63,7 +63,7 @@ def main() -> None:
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--config", default="configs/quickstart.py")
   parser.add_argument("--split", default="test", choices=("test", "train", "new_clips"),
-                      help="held-out identities; the training clips; new clips of the training identities")
+                      help="the test clips; the training clips; new synthetic clips of the training identities")
   parser.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the newest)")
   parser.add_argument("--max-clips", type=int, default=None, help="only the first N clips of the split")
   parser.add_argument("--data", help="the run's dataset, when it was not the config's data.dir")

@@ -20,9 +20,7 @@ def export_run(run, config, out, *, step: int | None = None, use_ema: bool = Tru
   if out.exists() and any(out.iterdir()):
     raise FileExistsError(f"{out} exists and is not empty")
   loaded = load_for_evaluation(run, config.model, use_ema=use_ema, step=step, dtype="float32")
-  model_config = config.model.to_dict()
-  model_config["dtype"] = config.model.get("dtype", "float32")
-  return save_model(loaded.model, model_config, out, metadata={
+  return save_model(loaded.model, config.model, out, metadata={
       "source": "training run", "run": loaded.path, "step": loaded.step, "generator": loaded.generator_weights})
 
 
