@@ -1,4 +1,4 @@
-"""Shared pieces of the throughput benchmarks: configs, timing, FLOPs of a compiled computation, the device's
+"""Shared pieces of the throughput benchmarks: timing, FLOPs of a compiled computation, the device's
 measured matmul peak, versions and the JSON report."""
 import importlib.metadata
 import json
@@ -12,8 +12,6 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from configs import load_config_file as load_config  # noqa: F401  (the benchmarks' config loader)
 
 DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}
 ACCELERATOR_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)

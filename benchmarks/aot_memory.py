@@ -27,6 +27,7 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks import _common  # noqa: E402
+from configs import load_config_file  # noqa: E402
 
 GIB = 2**30
 # HBM per chip by `device_kind`; a chip whose cores are separate JAX devices splits it between them.
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
 
   from mcc_jax.training import sharding
-  config = _common.load_config(args.config)
+  config = load_config_file(args.config)
   if args.dtype:
     config.model.dtype = args.dtype
   if args.remat is not None:

@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks import _common  # noqa: E402
+from configs import load_config_file  # noqa: E402
 
 OFFICIAL_ARCHS = ("appmotioncodebook_arch", "motion_estimator_arch")
 
@@ -218,7 +219,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  config = _common.load_config(args.config)
+  config = load_config_file(args.config)
   if args.checkpoint:
     from mcc_jax.model_checkpoint import read_model_config
     config.model = read_model_config(args.checkpoint)

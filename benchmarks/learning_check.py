@@ -19,23 +19,22 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the package, not benchmarks/input_pipeline.py
 
-import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
 
 
 def _reconstruction_l1(model, clips, chunk: int = 16) -> float:
   """Mean over clips of each clip's L1; frames go through in batches of `chunk` (one compile per model)."""
+  from mcc_jax.evaluation.predictors import pad_rows
   errors = []
   for clip in clips:
-    frames = jnp.asarray(clip["frames"], jnp.float32) / 127.5 - 1
+    frames = clip["frames"].astype(np.float32) / 127.5 - 1
     driving = frames[1:]
     total = 0.0
     for start in range(0, len(driving), chunk):
       part = driving[start:start + chunk]
-      padded = jnp.concatenate([part, jnp.broadcast_to(part[-1:], (chunk - len(part), *part.shape[1:]))])
-      image = jnp.clip(model.reconstruct(jnp.broadcast_to(frames[:1], padded.shape), padded)["image"], -1, 1)
+      padded = pad_rows(part, chunk)
+      image = jnp.clip(model.reconstruct(np.broadcast_to(frames[:1], padded.shape), padded)["image"], -1, 1)
       total += float(jnp.sum(jnp.abs(image[:len(part)] - part)))
     errors.append(total / driving.size / 2)
   return float(np.mean(errors))
@@ -76,10 +75,8 @@ def main() -> None:
 
   from input_pipeline.face_dataset import dataset_dir
   from input_pipeline.pipeline import iterate_clips
-  from mcc_jax.models.factory import build_mcc
-  from mcc_jax.training import checkpointing
+  from mcc_jax.evaluation.checkpoint_loading import load_for_evaluation
   from mcc_jax.training.loop import build_networks
-  from mcc_jax.training.train_state import create_train_state
   workdir = pathlib.Path(args.workdir)
   if args.split == "new_clips":
     clips = _new_clips_of_training_identities(config, args.max_clips or 8)
@@ -87,23 +84,14 @@ def main() -> None:
     data = config.data.dir or str(dataset_dir(workdir / "synthetic" / "data"))
     clips = list(iterate_clips(data, args.split, image_size=config.model.generator.img_size))[:args.max_clips]
 
-  initial, discriminator = build_networks(config)
-  state = create_train_state(initial, discriminator, jax.random.key(0))
-  manager = checkpointing.make_manager(workdir / "checkpoints", every_steps=1, keep=1000)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-  step = args.step if args.step is not None else manager.latest_step()
-  state = manager.restore(step, args=checkpointing.ocp.args.Composite(
-      state=checkpointing.ocp.args.StandardRestore(abstract)))["state"]
-  trained = build_mcc(config.model, seed=config.seed)
-  nnx.update(trained, state.mcc_params, state.mcc_rest)
-  trained.eval()
-  trained_ema = build_mcc(config.model, seed=config.seed)
-  nnx.update(trained_ema, nnx.merge_state(state.mcc_params, nnx.State({"generator": state.ema})), state.mcc_rest)
-  trained_ema.eval()
+  initial = build_networks(config)[0]
   initial.eval()
-  result = {"step": int(step), "test_clips": len(clips), "frames": int(sum(len(c["frames"]) - 1 for c in clips)),
+  trained = load_for_evaluation(workdir, config.model, use_ema=False, step=args.step)
+  trained_ema = load_for_evaluation(workdir, config.model, use_ema=True, step=trained.step)
+  result = {"step": trained.step, "test_clips": len(clips), "frames": int(sum(len(c["frames"]) - 1 for c in clips)),
             "l1_copy_source": _copy_source_l1(clips), "l1_initial_model": _reconstruction_l1(initial, clips),
-            "l1_trained": _reconstruction_l1(trained, clips), "l1_trained_ema": _reconstruction_l1(trained_ema, clips)}
+            "l1_trained": _reconstruction_l1(trained.model, clips),
+            "l1_trained_ema": _reconstruction_l1(trained_ema.model, clips)}
   print(json.dumps(result, indent=1))
 
 

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks import _common  # noqa: E402
+from configs import load_config_file  # noqa: E402
 
 
 def build_networks(config, dtype, vgg19_path: str | None):
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
   from mcc_jax.training.train_state import Graphdefs, create_train_state
   from mcc_jax.training.train_step import jit_train_step
   args = parse_args(argv)
-  config = _common.load_config(args.config)
+  config = load_config_file(args.config)
   batch_sizes = _common.parse_batch_sizes(args.batch_sizes)
   dtypes = _common.parse_dtypes(args.dtypes)
   size = config.model.generator["img_size"]
