@@ -17,8 +17,8 @@ def export_run(run, config, out, *, step: int | None = None, use_ema: bool = Tru
   from mcc_jax.evaluation.checkpoint_loading import load_for_evaluation
   from mcc_jax.model_checkpoint import save_model
   out = pathlib.Path(out)
-  if out.exists() and any(out.iterdir()):
-    raise FileExistsError(f"{out} exists and is not empty")
+  if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    raise FileExistsError(f"{out} exists and is not an empty folder")
   loaded = load_for_evaluation(run, config.model, use_ema=use_ema, step=step, dtype="float32")
   return save_model(loaded.model, config.model, out, metadata={
       "source": "training run", "run": loaded.path, "step": loaded.step, "generator": loaded.generator_weights})

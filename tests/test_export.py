@@ -60,7 +60,7 @@ def test_raw_generator_and_errors(run, tmp_path, capsys):
   jax.tree.map(np.testing.assert_array_equal, _pure(params["generator"]), _pure(state.mcc_params["generator"]))
 
   assert export.main(["--run", str(workdir), "--config", "configs/tiny.py", "--out", str(raw)]) == 1
-  assert "exists and is not empty" in capsys.readouterr().err
+  assert "exists and is not an empty folder" in capsys.readouterr().err
   assert export.main(["--run", str(tmp_path / "nowhere"), "--config", "configs/tiny.py",
                       "--out", str(tmp_path / "x")]) == 1
   assert "checkpoint not found" in capsys.readouterr().err
