@@ -3,6 +3,8 @@
 Flags override config fields, e.g. `--config.train.vgg19_path=vgg19-dcbb9e9d.pth --config.train.num_steps=1000`.
 The loop lives in mcc_jax.training.loop.train_and_evaluate.
 """
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -18,7 +20,11 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
   from mcc_jax.distributed import initialize_processes
-  initialize_processes(FLAGS.multihost)
+  try:
+    initialize_processes(FLAGS.multihost)
+  except ValueError as e:
+    print(f"train.py: error: {e}", file=sys.stderr)
+    return 1
   from mcc_jax.training.loop import train_and_evaluate
   train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
