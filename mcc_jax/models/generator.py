@@ -226,7 +226,8 @@ class AppMotionCompFormer(nnx.Module):
     `last_layer_input` (what the final conv sees, for the adaptive GAN weight).
     """
     training = not inference
-    z, enc = self.encoder(source, taps=tuple(self.encoder_taps.values()))
+    with jax.named_scope("encoder"):
+      z, enc = self.encoder(source, taps=tuple(self.encoder_taps.values()))
     enc = {s: enc[i] for s, i in self.encoder_taps.items()}
     flow = motion["deformation"]
     size = flow.shape[1]
@@ -242,13 +243,18 @@ class AppMotionCompFormer(nnx.Module):
     before_comp, after_comp, recons, motion_vq_losses = [], [], [], []
 
     def compensate(feature, scale_index, previous_occlusion):
+      with jax.named_scope(f"compensation_{self.scales[scale_index]}"):
+        return compensate_at_scale(feature, scale_index, previous_occlusion)
+
+    def compensate_at_scale(feature, scale_index, previous_occlusion):
       s = self.scales[scale_index]
       warped = warp(feature, flows[-1])
       query_feature = jax.nn.relu(getattr(self, f"warped_source_enc_{s}")(
           resize_bilinear(warped, g, g, align_corners=True)))
       query = self.motion_query_enc_1(jnp.concatenate([query_feature, kp_feature], axis=-1))
-      residual, extras = self.motion_codebook_compensation(
-          (flows[-1] - identity) * pixels, query, warped, scale_index, training)
+      with jax.named_scope("motion_codebook"):
+        residual, extras = self.motion_codebook_compensation(
+            (flows[-1] - identity) * pixels, query, warped, scale_index, training)
       if extras is not None:
         recons.append(extras[0] / pixels)
         motion_vq_losses.append(extras[1])
@@ -257,7 +263,8 @@ class AppMotionCompFormer(nnx.Module):
       occlusions.append(jax.nn.sigmoid(previous_occlusion + residual[..., 2:]))
       compensated_in = occlude(warp(feature, flows[-1]), occlusions[-1])
       before_comp.append(compensated_in)
-      after_comp.append(self.app_codebook_compensation(compensated_in, flows[-1], scale_index))
+      with jax.named_scope("appearance_codebook"):
+        after_comp.append(self.app_codebook_compensation(compensated_in, flows[-1], scale_index))
       return after_comp[-1]
 
     lq_feat = compensate(z, 0, motion["occlusion_map"])
@@ -268,14 +275,16 @@ class AppMotionCompFormer(nnx.Module):
     for i in range(len(self.generator.blocks)):
       if i == last:
         last_layer_input = x
-      x = self.generator.apply_block(i, x)
-      if x_lr is not None:
-        x_lr = self.generator.apply_block(i, x_lr)
+      with jax.named_scope("decoder"):
+        x = self.generator.apply_block(i, x)
+        if x_lr is not None:
+          x_lr = self.generator.apply_block(i, x_lr)
       if i in self.decoder_fuse and w > 0:
         s = self.decoder_fuse[i]
         fused = compensate(enc[s], self.scales.index(s), occlusions[-1])
-        x = fuse(self.fuse_convs_dict[str(s)], fused, x)
-        x = x + self.fuse_ms_dict[str(s)](fused)
+        with jax.named_scope(f"fusion_{s}"):
+          x = fuse(self.fuse_convs_dict[str(s)], fused, x)
+          x = x + self.fuse_ms_dict[str(s)](fused)
 
     out = {
         "out": x,
@@ -293,6 +302,7 @@ class AppMotionCompFormer(nnx.Module):
       out["motion_recon_list"] = recons
       out["codebook_loss_motion_list"] = motion_vq_losses
       if gt is not None:
-        out["codebook_loss_app_list"] = self.app_codebook_losses(gt)
+        with jax.named_scope("app_codebook_losses"):
+          out["codebook_loss_app_list"] = self.app_codebook_losses(gt)
     return out
 

@@ -30,8 +30,10 @@ class MCC(nnx.Module):
               inference: bool = True) -> dict:
     """Motion estimation then generation, as the official model runs them; returns the generator's dict plus
     `motion` (the motion estimator's dict)."""
-    motion = self.motion_estimator(driving, source)
-    out = self.generator(source, motion, gt=gt, inference=inference)
+    with jax.named_scope("motion_estimator"):
+      motion = self.motion_estimator(driving, source)
+    with jax.named_scope("generator"):
+      out = self.generator(source, motion, gt=gt, inference=inference)
     return {**out, "motion": motion}
 
   def reconstruct(self, source: jnp.ndarray, driving: jnp.ndarray) -> dict:

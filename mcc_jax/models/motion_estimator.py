@@ -1,4 +1,5 @@
 """The motion estimator: a keypoint detector plus a dense motion network (no refinement of its own)."""
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -20,11 +21,13 @@ class MotionEstimator(nnx.Module):
 
   def estimate_motion(self, kp_source: dict, kp_driving: dict, source: jnp.ndarray) -> dict:
     """Dense motion from given keypoints (e.g. relative keypoints for cross-identity animation)."""
-    motion = self.dense_motion_network(source, kp_driving, kp_source)
+    with jax.named_scope("dense_motion"):
+      motion = self.dense_motion_network(source, kp_driving, kp_source)
     return {**motion, "kp_driving": kp_driving, "kp_source": kp_source}
 
   def __call__(self, driving: jnp.ndarray, source: jnp.ndarray) -> dict:
     """Keypoints of driving, then of source (the official call order, which fixes BatchNorm updates)."""
-    kp_driving = self.kp_detector(driving)
-    kp_source = self.kp_detector(source)
+    with jax.named_scope("kp_detector"):
+      kp_driving = self.kp_detector(driving)
+      kp_source = self.kp_detector(source)
     return self.estimate_motion(kp_source, kp_driving, source)

@@ -1,6 +1,7 @@
 """Per-block rematerialisation: a block's inner activations are recomputed in the backward pass, not stored."""
 from typing import Callable
 
+import jax
 from flax import nnx
 
 
@@ -14,8 +15,9 @@ def rematerialized(fn: Callable, enabled: bool) -> Callable:
 
 
 def call_block(block: nnx.Module, x, *, remat: bool):
-  """`block(x)`, rematerialized when `remat` is set."""
-  return rematerialized(_call, remat)(block, x)
+  """`block(x)`, rematerialized when `remat` is set, under a name scope of the block's class (for profiles)."""
+  with jax.named_scope(type(block).__name__):
+    return rematerialized(_call, remat)(block, x)
 
 
 def _call(block, x):

@@ -62,14 +62,17 @@ def generator_objective(mcc_params, mcc_graphdef, mcc_rest, disc_graphdef, disc_
   model = nnx.merge(mcc_graphdef, mcc_params, mcc_rest, copy=True)
   model.train()
   vgg = nnx.merge(vgg_graphdef, vgg_state)
-  motion = model.motion_estimator(driving, source)
-  out = model.generator(source, motion, gt=driving, inference=False)
+  with jax.named_scope("motion_estimator"):
+    motion = model.motion_estimator(driving, source)
+  with jax.named_scope("generator"):
+    out = model.generator(source, motion, gt=driving, inference=False)
   image = out["out"]
   terms = {}
   def perceptual_fn(img):
     if not weights.perceptual:  # skipped outright: VGG19 costs most of a small model's step
       return jnp.zeros((), img.dtype)
-    return weights.perceptual * losses.pyramid_perceptual_loss(vgg, img, driving, weights.perceptual_scales)
+    with jax.named_scope("perceptual_loss"):
+      return weights.perceptual * losses.pyramid_perceptual_loss(vgg, img, driving, weights.perceptual_scales)
 
   def recon_terms(img):
     return weights.pixel * losses.l1(img, driving), perceptual_fn(img)
@@ -77,7 +80,8 @@ def generator_objective(mcc_params, mcc_graphdef, mcc_rest, disc_graphdef, disc_
   new_disc_stats = nnx.state(nnx.merge(disc_graphdef, disc_state), nnx.BatchStat)
   if with_gan:
     def recon_and_gan(img):
-      logits, stats = apply_module(disc_graphdef, disc_state, lambda d, x: d(x), img)
+      with jax.named_scope("discriminator"):
+        logits, stats = apply_module(disc_graphdef, disc_state, lambda d, x: d(x), img)
       pix, percep = recon_terms(img)
       return (pix + percep, losses.hinge_generator_loss(logits), pix, percep), stats
     (recon, gan, pix, percep), vjp, new_disc_stats = jax.vjp(recon_and_gan, image, has_aux=True)
@@ -100,7 +104,8 @@ def generator_objective(mcc_params, mcc_graphdef, mcc_rest, disc_graphdef, disc_
   terms["l_g_pix_lr_0"] = weights.low_res * weights.pixel * losses.l1(low_res, driving)
   terms["l_g_percep_lr_0"] = weights.low_res * perceptual_fn(low_res)
   terms["l_g_app_codebook_code"] = weights.app_code * sum(out["codebook_loss_app_list"])
-  kp_transformed = model.motion_estimator.kp_detector(transform.transform_frame(driving))
+  with jax.named_scope("equivariance"):
+    kp_transformed = model.motion_estimator.kp_detector(transform.transform_frame(driving))
   value, jacobian = losses.equivariance_losses(motion["kp_driving"], kp_transformed, transform)
   terms["l_equivariance_value"] = weights.equivariance_value * value
   terms["l_equivariance_jacobian"] = weights.equivariance_jacobian * jacobian
@@ -122,8 +127,9 @@ def discriminator_objective(disc_params, disc_graphdef, disc_rest, real: jnp.nda
   """
   disc = nnx.merge(disc_graphdef, disc_params, disc_rest, copy=True)
   disc.train()
-  real_logits = disc(real)
-  fake_logits = disc(sg(fake))
+  with jax.named_scope("discriminator"):
+    real_logits = disc(real)
+    fake_logits = disc(sg(fake))
   l_real, l_fake = losses.hinge_discriminator_losses(real_logits, fake_logits)
   terms = {"l_d_real": l_real, "l_d_fake": l_fake, "out_d_real": jnp.mean(real_logits),
            "out_d_fake": jnp.mean(fake_logits)}
