@@ -86,8 +86,22 @@ def add_sweep_arguments(parser, *, runs: str) -> None:
   parser.add_argument("--repeats", type=int, default=5, help=f"timed {runs} per point (median reported)")
   parser.add_argument("--warmup", type=int, default=1, help=f"untimed {runs} before the timed ones")
   parser.add_argument("--config", default="configs/paper.py", help="config file[:arg] (configs/tiny.py: smoke run)")
+  add_attention_argument(parser)
   parser.add_argument("--matmul-size", type=int, default=None, help="square matmul size of the peak measurement")
   parser.add_argument("--out", default=None, help="JSON report path (default: print it)")
+
+
+def add_attention_argument(parser) -> None:
+  parser.add_argument("--attention", choices=("xla", "pallas"), default=None,
+                      help="the codebook transformers' attention (default: the config's model.attention)")
+
+
+def load_benchmark_config(args):
+  """The config file of --config, with --attention (when given) as its model.attention."""
+  from configs import load_config_file
+  config = load_config_file(args.config)
+  config.model.attention = args.attention or config.model.get("attention", "xla")
+  return config
 
 
 def skip_dtype(report: dict, dtype_name: str, error: Exception) -> None:

@@ -33,7 +33,6 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks import _common  # noqa: E402
-from configs import load_config_file  # noqa: E402
 
 OFFICIAL_ARCHS = ("appmotioncodebook_arch", "motion_estimator_arch")
 
@@ -42,7 +41,7 @@ def build_model(config, checkpoint: str | None, dtype):
   """The MCC model in eval mode: random weights from the config's seed, or a saved mcc_jax checkpoint."""
   if checkpoint:
     from mcc_jax.model_checkpoint import load_model
-    model = load_model(checkpoint, dtype=dtype)
+    model = load_model(checkpoint, dtype=dtype, attention=config.model.get("attention", "xla"))
   else:
     from mcc_jax.models.factory import build_mcc
     model = build_mcc(config.model, dtype=dtype, seed=config.seed)
@@ -219,10 +218,12 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  config = load_config_file(args.config)
+  config = _common.load_benchmark_config(args)
   if args.checkpoint:
     from mcc_jax.model_checkpoint import read_model_config
+    attention = config.model.attention
     config.model = read_model_config(args.checkpoint)
+    config.model.attention = attention
   batch_sizes = _common.parse_batch_sizes(args.batch_sizes)
   dtypes = _common.parse_dtypes(args.dtypes)
   size = config.model.generator["img_size"]
@@ -236,6 +237,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(os.cpu_count())
     torch.backends.cudnn.benchmark = True  # as the official test script sets it
   report = {"benchmark": "inference", "config": args.config, "checkpoint": args.checkpoint, "image_size": size,
+            "attention": config.model.attention,
             "repeats": args.repeats, "warmup": args.warmup, **_common.environment(), "peak": {}, "rows": [],
             "skipped": []}
   print(f"device: {report['device']} ({report['platform']}), jax {jax.__version__}", flush=True)

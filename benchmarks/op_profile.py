@@ -307,6 +307,7 @@ def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--what", choices=("inference", "train"), default="inference")
   parser.add_argument("--config", default="configs/paper.py", help="config file[:arg] (configs/tiny.py: smoke run)")
+  _common.add_attention_argument(parser)
   parser.add_argument("--batch-size", type=int, default=None, help="default: 16 on accelerators, 1 on CPU")
   parser.add_argument("--dtype", default="bfloat16", choices=sorted(_common.DTYPES))
   parser.add_argument("--steps", type=int, default=3, help="profiled calls, after one warm-up call")
@@ -321,15 +322,15 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-  from configs import load_config_file
   args = parse_args(argv)
-  config = load_config_file(args.config)
+  config = _common.load_benchmark_config(args)
   dtype = _common.DTYPES[args.dtype]
   batch = args.batch_size or (1 if jax.default_backend() == "cpu" else 16)
   report = {"benchmark": "op_profile", "what": args.what, "config": args.config, "batch": batch,
+            "attention": config.model.attention,
             "dtype": np.dtype(dtype).name, "steps": args.steps, **_common.environment(), "peak": {}}
   print(f"device: {report['device']} ({report['platform']}), jax {jax.__version__}; {args.what}, batch {batch}, "
-        f"{report['dtype']}", flush=True)
+        f"{report['dtype']}, {config.model.attention} attention", flush=True)
   peak = _common.record_peak(report, report["dtype"], dtype, size=None)
   run, compiled, flops = (inference_case if args.what == "inference" else train_case)(config, dtype, batch)
   wall = _common.time_runs(run, max(args.steps, 3), warmup=1)

@@ -24,7 +24,6 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks import _common  # noqa: E402
-from configs import load_config_file  # noqa: E402
 
 
 def build_networks(config, dtype, vgg19_path: str | None):
@@ -70,12 +69,13 @@ def main(argv=None) -> int:
   from mcc_jax.training.train_state import Graphdefs, create_train_state
   from mcc_jax.training.train_step import jit_train_step
   args = parse_args(argv)
-  config = load_config_file(args.config)
+  config = _common.load_benchmark_config(args)
   batch_sizes = _common.parse_batch_sizes(args.batch_sizes)
   dtypes = _common.parse_dtypes(args.dtypes)
   size = config.model.generator["img_size"]
   train = config.train
   report = {"benchmark": "train_step", "config": args.config, "image_size": size, "with_gan": not args.no_gan,
+            "attention": config.model.attention,
             "vgg19": args.vgg19 or "random", "repeats": args.repeats, "warmup": args.warmup,
             **_common.environment(), "peak": {}, "rows": [], "skipped": []}
   print(f"device: {report['device']} ({report['platform']}), jax {jax.__version__}", flush=True)

@@ -13,6 +13,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.dtype = "float32"  # compute dtype, "float32" | "bfloat16" (parameters, norm statistics, losses: fp32)
   config.model.remat = False  # rematerialize each block in the backward pass (less memory, ~1/3 more compute)
+  config.model.attention = "xla"  # "pallas": a fused attention kernel for GPUs (mcc_jax/ops/attention.py)
   config.model.motion_estimator = dict(
       num_kp=15, num_channels=3,
       kp_detector=dict(block_expansion=32, max_features=1024, num_blocks=5, temperature=0.1,

@@ -61,8 +61,8 @@ def read_model_config(directory) -> ml_collections.ConfigDict:
 
 
 def check_architecture(directory, model_config) -> None:
-  """Raise if the model saved in `directory` is not the one `model_config` describes (compute dtype and remat
-  aside: they do not change the variables)."""
+  """Raise if the model saved in `directory` is not the one `model_config` describes (compute dtype, remat and
+  attention aside: they do not change the variables)."""
   saved = read_model_config(directory)
   for section in ("motion_estimator", "generator"):
     have, want = _jsonable(saved[section]), _jsonable(model_config[section])
@@ -72,13 +72,15 @@ def check_architecture(directory, model_config) -> None:
                        + ", ".join(f"{k} saved {have.get(k)!r} vs config {want.get(k)!r}" for k in differ))
 
 
-def load_model(directory, *, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False) -> MCC:
-  """The MCC model saved in `directory` (eval mode), computing in `dtype`."""
+def load_model(directory, *, dtype=jnp.float32, param_dtype=jnp.float32, remat: bool = False,
+               attention: str = "xla") -> MCC:
+  """The MCC model saved in `directory` (eval mode), computing in `dtype` with the given `attention`."""
   directory = pathlib.Path(directory).absolute()
   model_config = read_model_config(directory)
   if not (directory / STATE_DIR).exists():
     raise FileNotFoundError(f"{directory} has no {STATE_DIR}/ directory with the model variables")
-  model = nnx.eval_shape(lambda: build_mcc(model_config, dtype=dtype, param_dtype=param_dtype, remat=remat))
+  model = nnx.eval_shape(lambda: build_mcc(model_config, dtype=dtype, param_dtype=param_dtype, remat=remat,
+                                           attention=attention))
   abstract = nnx.state(model)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # not the saving run's devices
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), nnx.to_pure_dict(abstract))

@@ -21,10 +21,12 @@ def compute_dtype(model_config):
 
 
 def build_mcc(model_config, *, dtype=None, param_dtype=jnp.float32, remat: bool | None = None,
-              seed: int = 0) -> MCC:
-  """dtype (compute) and remat default to the config's `dtype` and `remat` keys; parameters are `param_dtype`."""
+              attention: str | None = None, seed: int = 0) -> MCC:
+  """dtype (compute), remat and attention default to the config's `dtype`, `remat` and `attention` keys (float32,
+  False and 'xla' where absent, as in older checkpoints); parameters are `param_dtype`."""
   return MCC(motion_estimator=_to_dict(model_config.motion_estimator), generator=_to_dict(model_config.generator),
              remat=bool(model_config.get("remat", False)) if remat is None else remat,
+             attention=model_config.get("attention", "xla") if attention is None else attention,
              dtype=compute_dtype(model_config) if dtype is None else dtype, param_dtype=param_dtype,
              rngs=nnx.Rngs(params=seed))
 

@@ -72,8 +72,8 @@ class AppMotionCompFormer(nnx.Module):
                res_blocks: int = 2, attn_resolutions: Sequence[int] = (32,), emb_dim: int = 256,
                beta: float = 0.25, codebook_size_motion: int = 1024, codebook_size_app: int = 1024, n_head: int = 8,
                dim_embd_motion: int = 32, n_layers_motion: int = 2, dim_embd_app: int = 256, n_layers_app: int = 2,
-               num_kp: int = 15, flow_size: int = 64, remat: bool = False, dtype=jnp.float32,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+               num_kp: int = 15, flow_size: int = 64, remat: bool = False, attention: str = "xla",
+               dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
     num_scales = len(ch_mult)
     latent = img_size // 2 ** (num_scales - 1)
     self.scales = tuple(latent * 2**i for i in range(num_scales))
@@ -92,6 +92,7 @@ class AppMotionCompFormer(nnx.Module):
     self.codebook_size_app = codebook_size_app
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     pdt = dict(param_dtype=param_dtype, rngs=rngs)
+    transformer_kw = dict(kw, attention=attention)
 
     self.remat = remat
     self.encoder = Encoder(3, nf, emb_dim, ch_mult, res_blocks, img_size, attn_resolutions, remat=remat, **kw)
@@ -124,7 +125,7 @@ class AppMotionCompFormer(nnx.Module):
 
     self.motion_emb = nnx.List([Conv2d(2, dim_embd_motion, 3, padding=1, **kw), Downsample(dim_embd_motion, **kw),
                                 ResBlock(dim_embd_motion, dim_embd_motion, **kw)])
-    self.motion_block = nnx.List([TransformerLayer(dim_embd_motion, n_head, 2 * dim_embd_motion, **kw)
+    self.motion_block = nnx.List([TransformerLayer(dim_embd_motion, n_head, 2 * dim_embd_motion, **transformer_kw)
                                   for _ in range(n_layers_motion)])
     self.to_motion = nnx.List([Upsample(dim_embd_motion, **kw), ResBlock(dim_embd_motion, dim_embd_motion, **kw),
                                normalize(dim_embd_motion, dtype=dtype, param_dtype=param_dtype),
@@ -132,7 +133,7 @@ class AppMotionCompFormer(nnx.Module):
     self.BasicMotionEncoder = BasicMotionEncoder(dim_embd_motion, **kw)
     self.to_context = nnx.List([Conv2d(self.channels[s], 192, 1, **kw) for s in self.scales])
     self.refine = RefineFlow(**kw)
-    self.app_block = nnx.List([TransformerLayer(dim_embd_app, n_head, 2 * dim_embd_app, **kw)
+    self.app_block = nnx.List([TransformerLayer(dim_embd_app, n_head, 2 * dim_embd_app, **transformer_kw)
                                for _ in range(n_layers_app)])
     for s in self.scales:
       setattr(self, f"warped_source_enc_{s}", Conv2d(self.channels[s], dim_embd_motion, 1, **kw))

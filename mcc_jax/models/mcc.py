@@ -16,13 +16,15 @@ class MCC(nnx.Module):
   `dtype` is the generator's compute dtype (bfloat16 for mixed precision; parameters stay `param_dtype`). The
   motion estimator always computes in at least float32: its flows invert the keypoint Jacobians, and where one is
   near singular bfloat16 rounding of its features moves the flow by tens of percent (measured on the parity
-  images); it costs about 5% of the model's FLOPs. `remat` rematerializes each block in the backward pass."""
+  images); it costs about 5% of the model's FLOPs. `remat` rematerializes each block in the backward pass;
+  `attention` ('xla' | 'pallas') implements the codebook transformers' attention (`mcc_jax.ops.attention`)."""
 
-  def __init__(self, *, motion_estimator: dict, generator: dict, remat: bool = False, dtype=jnp.float32,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, *, motion_estimator: dict, generator: dict, remat: bool = False, attention: str = "xla",
+               dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.motion_estimator = MotionEstimator(**motion_estimator, remat=remat, dtype=at_least_float32(dtype),
                                             param_dtype=param_dtype, rngs=rngs)
-    self.generator = AppMotionCompFormer(**generator, remat=remat, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.generator = AppMotionCompFormer(**generator, remat=remat, attention=attention, dtype=dtype,
+                                         param_dtype=param_dtype, rngs=rngs)
     self.img_size = generator["img_size"]
     self.remat = remat
 

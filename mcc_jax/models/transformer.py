@@ -5,14 +5,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mcc_jax.models.layers import Conv2d, LayerNorm, Linear, at_least_float32, uniform
+from mcc_jax.models.layers import Conv2d, LayerNorm, Linear, uniform
+from mcc_jax.ops.attention import attention, check_implementation
 
 
 class MultiheadAttention(nnx.Module):
-  """torch.nn.MultiheadAttention (dropout 0) with batch-first tokens; `in_proj` packs [q; k; v] projections."""
+  """torch.nn.MultiheadAttention (dropout 0) with batch-first tokens; `in_proj` packs [q; k; v] projections.
 
-  def __init__(self, embed_dim: int, num_heads: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+  `attention` picks the implementation of the softmax attention itself (`mcc_jax.ops.attention`)."""
+
+  def __init__(self, embed_dim: int, num_heads: int, *, attention: str = "xla", dtype=jnp.float32,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
     if embed_dim % num_heads:
       raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -24,6 +27,7 @@ class MultiheadAttention(nnx.Module):
     self.out_proj.bias[...] = jnp.zeros((embed_dim,), param_dtype)
     self.embed_dim = embed_dim
     self.num_heads = num_heads
+    self.attention = check_implementation(attention)
     self.dtype = dtype
 
   def _project(self, x: jnp.ndarray, part: int) -> jnp.ndarray:
@@ -44,24 +48,18 @@ class MultiheadAttention(nnx.Module):
     q = self._project(query, 0) * (1.0 / math.sqrt(head_dim))
     k = self._project(key, 1)
     v = self._project(value, 2)
-    kv = "bkhd" if k.ndim == 4 else "khd"
-    logits = jnp.einsum(f"bqhd,{kv}->bhqk", q, k, preferred_element_type=at_least_float32(q.dtype))
-    if key_padding_mask is not None:
-      mask = key_padding_mask & ~jnp.all(key_padding_mask, axis=-1, keepdims=True)
-      logits = jnp.where(mask[:, None, None, :], -jnp.inf, logits)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum(f"bhqk,{kv}->bqhd", weights, v)
+    out = attention(q, k, v, key_padding_mask=key_padding_mask, implementation=self.attention)
     return self.out_proj(out.reshape(*out.shape[:2], self.embed_dim))
 
 
 class TransformerLayer(nnx.Module):
   """t += SelfAttn(LN1 t + pos); t += CrossAttn(LN2 t + pos, codebook); t += Conv3x3(GELU(Conv3x3(LN3 t)))."""
 
-  def __init__(self, embed_dim: int, num_heads: int, dim_conv: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(self, embed_dim: int, num_heads: int, dim_conv: int, *, attention: str = "xla", dtype=jnp.float32,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype)
-    self.self_attn = MultiheadAttention(embed_dim, num_heads, rngs=rngs, **kw)
-    self.cross_attn = MultiheadAttention(embed_dim, num_heads, rngs=rngs, **kw)
+    self.self_attn = MultiheadAttention(embed_dim, num_heads, attention=attention, rngs=rngs, **kw)
+    self.cross_attn = MultiheadAttention(embed_dim, num_heads, attention=attention, rngs=rngs, **kw)
     self.conv1 = Conv2d(embed_dim, dim_conv, 3, padding=1, rngs=rngs, **kw)
     self.conv2 = Conv2d(dim_conv, embed_dim, 3, padding=1, rngs=rngs, **kw)
     self.norm1 = LayerNorm(embed_dim, **kw)

@@ -56,7 +56,8 @@ def build_networks(config):
   if config.train.init_from:
     from mcc_jax.model_checkpoint import check_architecture, load_model
     check_architecture(config.train.init_from, config.model)
-    mcc = load_model(config.train.init_from, dtype=compute_dtype(config.model), remat=config.model.remat)
+    mcc = load_model(config.train.init_from, dtype=compute_dtype(config.model), remat=config.model.remat,
+                     attention=config.model.get("attention", "xla"))
     mcc.train()
   else:
     mcc = build_mcc(config.model, seed=config.seed)
