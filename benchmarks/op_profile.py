@@ -74,7 +74,7 @@ def truncate(scope: str, depth: int) -> str:
   return text + " [bwd]" if backward else text
 
 
-# --- the compiled module: instruction -> (scope, opcode) -----------------------------------------------------------
+# --- the compiled module: instruction -> scope ---------------------------------------------------------------------
 
 def hlo_instructions(hlo_text: str) -> dict[str, dict]:
   """Every instruction of the optimised HLO module: name -> {'scope', 'primitive', 'opcode', 'target', 'shape'}.
@@ -121,12 +121,11 @@ def hlo_instructions(hlo_text: str) -> dict[str, dict]:
 # --- FLOPs per scope, counted on the jaxpr ------------------------------------------------------------------------
 
 def _conv_flops(eqn) -> float:
-  lhs, rhs = (v.aval for v in eqn.invars[:2])
-  out = eqn.outvars[0].aval
+  """Every kernel tap counts, those on padding included (XLA's cost analysis skips them: a few % fewer)."""
+  rhs = eqn.invars[1].aval
   spec = eqn.params["dimension_numbers"].rhs_spec  # (out feature, in feature, spatial...)
   kernel = math.prod(rhs.shape[d] for d in spec[2:]) * rhs.shape[spec[1]]
-  del lhs
-  return 2.0 * math.prod(out.shape) * kernel
+  return 2.0 * math.prod(eqn.outvars[0].aval.shape) * kernel
 
 
 def _dot_flops(eqn) -> float:
@@ -185,14 +184,18 @@ def scope_flops(fn, *args) -> dict[str, float]:
 # --- the trace ------------------------------------------------------------------------------------------------------
 
 def trace_events(trace_dir: pathlib.Path) -> list[dict]:
-  """The complete ('X') events of the newest Perfetto trace under `trace_dir`."""
+  """The complete ('X') events of the newest Perfetto trace under `trace_dir`: those of the accelerator's
+  processes ('/device:GPU:0', ...) where the trace has any (host threads there only launch the ops), else all
+  (on CPU the host threads run them)."""
   files = sorted(trace_dir.rglob("perfetto_trace.json.gz"), key=lambda p: p.stat().st_mtime)
   if not files:
     raise RuntimeError(f"jax.profiler wrote no perfetto_trace.json.gz under {trace_dir}")
   with gzip.open(files[-1], "rt") as f:
     data = json.load(f)
   events = data["traceEvents"] if isinstance(data, dict) else data
-  return [e for e in events if e.get("ph") == "X" and "dur" in e]
+  device_pids = {e.get("pid") for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+                 and str((e.get("args") or {}).get("name", "")).startswith("/device:")}
+  return [e for e in events if e.get("ph") == "X" and "dur" in e and (not device_pids or e.get("pid") in device_pids)]
 
 
 def op_times(events: list[dict], instructions: dict[str, dict]) -> dict[str, float]:

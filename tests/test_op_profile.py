@@ -73,3 +73,21 @@ def test_profile_attributes_the_trace_to_scopes(tmp_path):
 def test_profile_fails_clearly_on_an_empty_trace(tmp_path):
   with pytest.raises(RuntimeError, match="no perfetto_trace"):
     op_profile.trace_events(tmp_path)
+
+
+def test_trace_events_keep_the_accelerator_where_there_is_one(tmp_path):
+  import gzip
+  import json
+  folder = tmp_path / "plugins" / "profile" / "run"
+  folder.mkdir(parents=True)
+  events = [{"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "/host:CPU"}},
+            {"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "/device:GPU:0"}},
+            {"ph": "X", "pid": 1, "tid": 1, "name": "fusion.1", "ts": 0, "dur": 5},
+            {"ph": "X", "pid": 2, "tid": 7, "name": "loop_fusion_kernel", "ts": 1, "dur": 3,
+             "args": {"hlo_op": "fusion.1"}}]
+  with gzip.open(folder / "perfetto_trace.json.gz", "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  kept = op_profile.trace_events(tmp_path)
+  assert [e["pid"] for e in kept] == [2]
+  instructions = {"fusion.1": {"scope": "generator"}}
+  assert op_profile.op_times(kept, instructions) == {"fusion.1": 3}
