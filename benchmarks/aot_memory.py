@@ -27,7 +27,6 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks import _common  # noqa: E402
-from configs import load_config_file  # noqa: E402
 
 GIB = 2**30
 # HBM per chip by `device_kind`; a chip whose cores are separate JAX devices splits it between them.
@@ -132,6 +131,7 @@ def _gib(n: int) -> str:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--config", default="configs/paper.py", help="config file[:arg]")
+  _common.add_attention_argument(parser)
   parser.add_argument("--topology", default="",
                       help="TPU topology to compile for, e.g. v5e:2x4, v5p:2x2x1, v4:2x2x1; empty: this machine")
   parser.add_argument("--batch-size", type=int, required=True, help="global batch size")
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
 
   from mcc_jax.training import sharding
-  config = load_config_file(args.config)
+  config = _common.load_benchmark_config(args)
   if args.dtype:
     config.model.dtype = args.dtype
   if args.remat is not None:
@@ -158,10 +158,12 @@ def main(argv=None) -> int:
         f"fsdp={mesh.shape['fsdp']}")
   print(f"global batch {args.batch_size} ({args.batch_size // len(devices)} per device), "
         f"dtype {config.model.get('dtype', 'float32')}, remat {bool(config.model.get('remat', False))}, "
+        f"{config.model.attention} attention, "
         f"{'with' if not args.no_gan else 'without'} the GAN update", flush=True)
   payload = {"config": args.config, "topology": args.topology or None, "devices": len(devices),
              "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape), "batch_size": args.batch_size,
              "dtype": config.model.get("dtype", "float32"), "remat": bool(config.model.get("remat", False)),
+             "attention": config.model.attention,
              "with_gan": not args.no_gan, "capacity_bytes": capacity, "jax": jax.__version__}
   try:
     compiled = compile_train_step(config, mesh, args.batch_size, with_gan=not args.no_gan)

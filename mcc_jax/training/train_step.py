@@ -64,10 +64,15 @@ def train_step(state: TrainState, batch: dict, vgg_state, *, graphdefs: Graphdef
 
 def jit_train_step(graphdefs: Graphdefs, *, with_gan: bool, state_sharding=None, batch_sharding=None,
                    replicated=None, **options):
-  """`train_step` compiled for given shardings (None: let jit decide), donating the state."""
+  """`train_step` compiled for given shardings (None: let jit decide), donating the state. With shardings, the
+  step traces under their mesh, so ops that must be split by hand (`mcc_jax.ops.attention`'s kernels) see it."""
   step = functools.partial(train_step, graphdefs=graphdefs, with_gan=with_gan, **options)
-  shardings = {}
-  if state_sharding is not None:
-    shardings = dict(in_shardings=(state_sharding, batch_sharding, replicated),
-                     out_shardings=(state_sharding, replicated))
-  return jax.jit(step, donate_argnums=(0,), **shardings)
+  if state_sharding is None:
+    return jax.jit(step, donate_argnums=(0,))
+
+  def step_in_mesh(*args):
+    with jax.sharding.use_abstract_mesh(batch_sharding.mesh.abstract_mesh):
+      return step(*args)
+
+  return jax.jit(step_in_mesh, donate_argnums=(0,), in_shardings=(state_sharding, batch_sharding, replicated),
+                 out_shardings=(state_sharding, replicated))
