@@ -99,8 +99,9 @@ def add_attention_argument(parser) -> None:
 def load_benchmark_config(args):
   """The config file of --config, with --attention (when given) as its model.attention."""
   from configs import load_config_file
+  from mcc_jax.models.factory import attention_implementation
   config = load_config_file(args.config)
-  config.model.attention = args.attention or config.model.get("attention", "xla")
+  config.model.attention = args.attention or attention_implementation(config.model)
   return config
 
 

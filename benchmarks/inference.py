@@ -41,7 +41,8 @@ def build_model(config, checkpoint: str | None, dtype):
   """The MCC model in eval mode: random weights from the config's seed, or a saved mcc_jax checkpoint."""
   if checkpoint:
     from mcc_jax.model_checkpoint import load_model
-    model = load_model(checkpoint, dtype=dtype, attention=config.model.get("attention", "xla"))
+    from mcc_jax.models.factory import attention_implementation
+    model = load_model(checkpoint, dtype=dtype, attention=attention_implementation(config.model))
   else:
     from mcc_jax.models.factory import build_mcc
     model = build_mcc(config.model, dtype=dtype, seed=config.seed)

@@ -20,13 +20,18 @@ def compute_dtype(model_config):
   return COMPUTE_DTYPES[name]
 
 
+def attention_implementation(model_config) -> str:
+  """The model config's `attention` ("xla" | "pallas"; "xla" when absent, as in older checkpoints)."""
+  return model_config.get("attention", "xla")
+
+
 def build_mcc(model_config, *, dtype=None, param_dtype=jnp.float32, remat: bool | None = None,
               attention: str | None = None, seed: int = 0) -> MCC:
   """dtype (compute), remat and attention default to the config's `dtype`, `remat` and `attention` keys (float32,
   False and 'xla' where absent, as in older checkpoints); parameters are `param_dtype`."""
   return MCC(motion_estimator=_to_dict(model_config.motion_estimator), generator=_to_dict(model_config.generator),
              remat=bool(model_config.get("remat", False)) if remat is None else remat,
-             attention=model_config.get("attention", "xla") if attention is None else attention,
+             attention=attention_implementation(model_config) if attention is None else attention,
              dtype=compute_dtype(model_config) if dtype is None else dtype, param_dtype=param_dtype,
              rngs=nnx.Rngs(params=seed))
 

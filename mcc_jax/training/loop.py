@@ -52,12 +52,12 @@ def build_vgg19(config):
 
 def build_networks(config):
   """The MCC (from `config.train.init_from` when set) and the discriminator, in training mode."""
-  from mcc_jax.models.factory import build_discriminator, build_mcc, compute_dtype
+  from mcc_jax.models.factory import attention_implementation, build_discriminator, build_mcc, compute_dtype
   if config.train.init_from:
     from mcc_jax.model_checkpoint import check_architecture, load_model
     check_architecture(config.train.init_from, config.model)
     mcc = load_model(config.train.init_from, dtype=compute_dtype(config.model), remat=config.model.remat,
-                     attention=config.model.get("attention", "xla"))
+                     attention=attention_implementation(config.model))
     mcc.train()
   else:
     mcc = build_mcc(config.model, seed=config.seed)
