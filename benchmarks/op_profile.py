@@ -272,19 +272,8 @@ def inference_case(config, dtype, batch: int):
 
 
 def train_case(config, dtype, batch: int):
-  from benchmarks.train_step import DonatingStep, build_networks, random_batch
-  from flax import nnx
-  from mcc_jax.training.objective import LossWeights
-  from mcc_jax.training.train_state import Graphdefs, create_train_state
-  from mcc_jax.training.train_step import jit_train_step
-  mcc, disc, vgg = build_networks(config, dtype, None)
-  graphdefs = Graphdefs(nnx.graphdef(mcc), nnx.graphdef(disc), nnx.graphdef(vgg))
-  vgg_state = jax.device_put(nnx.state(vgg))
-  train = config.train
-  step = jit_train_step(graphdefs, with_gan=True, base_lr=train.base_lr, milestones=tuple(train.milestones),
-                        ema_decay=train.ema_decay, weights=LossWeights(perceptual_scales=tuple(train.perceptual_scales)),
-                        dtype=dtype)
-  state = jax.device_put(create_train_state(mcc, disc, jax.random.key(config.seed)))
+  from benchmarks.train_step import DonatingStep, build_step, random_batch
+  step, state, vgg_state = build_step(config, dtype, None, with_gan=True)
   data = jax.device_put(random_batch(batch, config.model.generator["img_size"], seed=0))
   compiled = step.lower(state, data, vgg_state).compile()
   flops = scope_flops(step, state, data, vgg_state)

@@ -40,6 +40,22 @@ def build_networks(config, dtype, vgg19_path: str | None):
   return mcc, disc, vgg
 
 
+def build_step(config, dtype, vgg19_path: str | None, *, with_gan: bool):
+  """(the jitted step, a fresh train state, the VGG19 state) on the default device: random weights, the VGG19
+  from `vgg19_path` when given."""
+  from mcc_jax.training.objective import LossWeights
+  from mcc_jax.training.train_state import Graphdefs, create_train_state
+  from mcc_jax.training.train_step import jit_train_step
+  mcc, disc, vgg = build_networks(config, dtype, vgg19_path)
+  graphdefs = Graphdefs(nnx.graphdef(mcc), nnx.graphdef(disc), nnx.graphdef(vgg))
+  train = config.train
+  weights = LossWeights(perceptual_scales=tuple(train.perceptual_scales))
+  step = jit_train_step(graphdefs, with_gan=with_gan, base_lr=train.base_lr, milestones=tuple(train.milestones),
+                        ema_decay=train.ema_decay, weights=weights, dtype=dtype)
+  state = jax.device_put(create_train_state(mcc, disc, jax.random.key(config.seed)))
+  return step, state, jax.device_put(nnx.state(vgg))
+
+
 def random_batch(batch: int, size: int, seed: int) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(seed)
   return {name: rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8) for name in ("source", "driving")}
@@ -65,15 +81,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-  from mcc_jax.training.objective import LossWeights
-  from mcc_jax.training.train_state import Graphdefs, create_train_state
-  from mcc_jax.training.train_step import jit_train_step
   args = parse_args(argv)
   config = _common.load_benchmark_config(args)
   batch_sizes = _common.parse_batch_sizes(args.batch_sizes)
   dtypes = _common.parse_dtypes(args.dtypes)
   size = config.model.generator["img_size"]
-  train = config.train
   report = {"benchmark": "train_step", "config": args.config, "image_size": size, "with_gan": not args.no_gan,
             "attention": config.model.attention,
             "vgg19": args.vgg19 or "random", "repeats": args.repeats, "warmup": args.warmup,
@@ -81,18 +93,11 @@ def main(argv=None) -> int:
   print(f"device: {report['device']} ({report['platform']}), jax {jax.__version__}", flush=True)
   for dtype_name, dtype in dtypes.items():
     try:
-      mcc, disc, vgg = build_networks(config, dtype, args.vgg19)
+      step, state, vgg_state = build_step(config, dtype, args.vgg19, with_gan=not args.no_gan)
     except Exception as e:  # bfloat16 may not be supported by every module yet: report and go on
       _common.skip_dtype(report, dtype_name, e)
       continue
     peak = _common.record_peak(report, dtype_name, dtype, size=args.matmul_size)
-    graphdefs = Graphdefs(nnx.graphdef(mcc), nnx.graphdef(disc), nnx.graphdef(vgg))
-    vgg_state = jax.device_put(nnx.state(vgg))
-    step = jit_train_step(graphdefs, with_gan=not args.no_gan, base_lr=train.base_lr,
-                          milestones=tuple(train.milestones), ema_decay=train.ema_decay,
-                          weights=LossWeights(perceptual_scales=tuple(train.perceptual_scales)), dtype=dtype)
-    state = jax.device_put(create_train_state(mcc, disc, jax.random.key(config.seed)))
-    del mcc, disc, vgg
     for batch_size in batch_sizes:
       batch = jax.device_put(random_batch(batch_size, size, seed=batch_size))
       row = {"dtype": dtype_name, "batch": batch_size}
